@@ -180,3 +180,29 @@ def test_packaged_templates_cover_every_style_and_kind():
         for kind in ("stdin", "leetcode", "function"):
             t = loaded[f"{style}_{kind}"]
             assert {"system", "user", "starter", "completion"} <= set(t.sections)
+
+
+def test_prefill_starter_puts_the_starter_after_the_fence_for_function_problems():
+    he = build_prompt(HUMANEVAL, prefill_starter=True)
+    assert he.prefill == FENCE_OPEN + HUMANEVAL.starter_code.rstrip() + "\n"
+    lc = build_prompt(LEETCODE, prefill_starter=True)
+    assert lc.prefill.startswith(FENCE_OPEN + "class Solution:\n    def twoSum(") and lc.prefill.endswith("]:\n")
+    # no starter to give: just the opened fence (MBPP), and stdin problems never get one
+    assert build_prompt(MBPP, prefill_starter=True).prefill == FENCE_OPEN
+    assert build_prompt(STDIN, prefill_starter=True, open_fence=True).prefill == FENCE_OPEN
+    completion = build_prompt(HUMANEVAL, form="completion", prefill_starter=True).text
+    assert completion.endswith(FENCE_OPEN + HUMANEVAL.starter_code.rstrip() + "\n")
+
+
+def test_code_stops_end_function_solutions_before_their_usage_examples():
+    from dreamprm_code.cof import code_stops, trailer_stops
+
+    assert code_stops(STDIN) == ["```"] and trailer_stops(STDIN) == []
+    stops = code_stops(HUMANEVAL)
+    assert stops[0] == "```" and "\nprint(" in stops and "\n# Example" in stops
+    reply = "    return x + y\n\n# Example usage\nprint(add(1, 2))\n"
+    from dreamprm_code.policy.base import truncate_at_stop
+
+    assert truncate_at_stop(reply, stops) == ("    return x + y\n", True)
+    # an indented print inside the function is code, not a trailer
+    assert truncate_at_stop("    print(x)\n    return x\n", stops) == ("    print(x)\n    return x\n", False)

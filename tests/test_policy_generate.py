@@ -243,3 +243,44 @@ def test_policy_opts_parse_as_json_values():
         "concurrency": 32, "prefill_extras": False, "dtype": "bfloat16", "api_key_env": "K"}
     with pytest.raises(UserError, match="KEY=VALUE"):
         parse_opts(["novalue"])
+
+
+class Recording:
+    """Replies with the body of `add`; records each call's prompts and sampling."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.calls: list[tuple[list[Prompt], SamplingParams]] = []
+
+    def generate(self, prompts, n, sampling):
+        self.calls.append((prompts, sampling))
+        return [[Completion("    return a + b\n```\n", 40, 8) for _ in range(n)] for _ in prompts]
+
+
+def test_code_prefill_gives_starter_prefill_and_stops_by_kind(tmp_path, executor):
+    stdin = Problem(
+        id="s0", title="echo", statement="Print the sum.", platform="test", difficulty="easy",
+        tests=[Case("stdin", input="1 2\n", output="3\n")],
+    )
+    funcs = [
+        Problem(
+            id=f"f{i}", title="add", statement="Return a + b.", platform="test", difficulty="easy",
+            tests=[Case("functional", input=[1, 2], output=3)], entry_point="add",
+            starter_code="def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+        )
+        for i in range(2)
+    ]
+    pol = Recording()
+    sols = generate_solutions([funcs[0], stdin, funcs[1]], pol, 2, SamplingParams(seed=0), "cof", tmp_path / "s.jsonl",
+                              executor=executor, code_prefill=True, batch_size=4, show_progress=False)
+    # function problems and stdin problems never share a call: their stop lists differ
+    assert [[p.messages[-1]["content"].startswith("Write the Python 3 function") for p in ps] for ps, _ in pol.calls] == [
+        [True, True], [False]
+    ]
+    func_stops, stdin_stops = pol.calls[0][1].stop, pol.calls[1][1].stop
+    assert "```" in func_stops and "\nprint(" in func_stops and stdin_stops == ["```"]
+    by_id = {s.id: s for s in sols}
+    assert by_id["f0#0"].code == 'def add(a, b):\n    """Return a + b."""\n    return a + b'
+    assert by_id["f0#0"].passed and by_id["f1#1"].passed
+    assert by_id["f0#0"].sampling["code_prefill"] is True

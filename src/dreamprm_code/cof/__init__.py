@@ -11,9 +11,11 @@ from dreamprm_code.cof.prompts import (
     FENCE_OPEN,
     build_prompt,
     code_from_continuation,
+    code_stops,
     continuation_prompt,
     load_templates,
     problem_kind,
+    trailer_stops,
 )
 from dreamprm_code.cof.steps import (
     BLOCK,
@@ -49,6 +51,7 @@ __all__ = [
     "build_prompt",
     "check_steps",
     "code_from_continuation",
+    "code_stops",
     "continuation_prompt",
     "is_cof",
     "load_templates",
@@ -57,4 +60,5 @@ __all__ = [
     "split_info",
     "split_steps",
     "step_prefixes",
+    "trailer_stops",
 ]

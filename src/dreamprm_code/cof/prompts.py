@@ -177,26 +177,46 @@ def build_prompt(
     templates: str | Path | dict[str, Template] | None = None,
     *,
     open_fence: bool = False,
+    prefill_starter: bool = False,
 ) -> Prompt:
     """The prompt that asks the policy for a whole solution.
 
     Chat form: system + user messages (prefilled with an opened ```` ```python ```` fence when
     ``open_fence``, so the reply is code up to the closing fence). Completion form: one text
     that ends with an opened fence. Either way :func:`code_from_continuation` with an empty
-    prefix turns a fenced-open reply into code.
+    prefix turns a fenced-open reply into code. ``prefill_starter`` (implies ``open_fence``) also
+    puts a function or LeetCode problem's starter code after the fence: small models otherwise
+    spend a third of their tokens copying it, sometimes wrongly.
     """
     if form not in ("chat", "completion"):
         raise UserError(f"form must be 'chat' or 'completion', got {form!r}", field="form")
     t = _template(problem, style, templates)
     values = _values(problem, t)
+    starter = values["starter_code"] + "\n" if prefill_starter and problem_kind(problem) != "stdin" else ""
+    starter = starter if starter.strip() else ""
     if form == "completion":
-        return Prompt(text=_tidy(t.render("completion", values)) + "\n\n" + FENCE_OPEN)
+        return Prompt(text=_tidy(t.render("completion", values)) + "\n\n" + FENCE_OPEN + starter)
     messages = []
     system = _tidy(t.render("system", values)) if "system" in t.sections else ""
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": _tidy(t.render("user", values))})
-    return Prompt(messages=messages, prefill=FENCE_OPEN if open_fence else "")
+    return Prompt(messages=messages, prefill=FENCE_OPEN + starter if open_fence or prefill_starter else "")
+
+
+# Column-0 lines that end a function or LeetCode solution: what follows is usage examples and
+# tests that the task forbids, cost tokens, and fail the program when the token limit cuts them.
+_TRAILERS = ("\nprint(", "\nassert ", "\nif __name__", "\n# Example", "\n# Test", "\n# example", "\n# test")
+
+
+def trailer_stops(problem: Problem) -> list[str]:
+    """Stop strings that end a function or LeetCode solution before its usage examples (none for stdin)."""
+    return list(_TRAILERS) if problem_kind(problem) != "stdin" else []
+
+
+def code_stops(problem: Problem) -> list[str]:
+    """Stop strings for a fenced reply: the closing fence, then :func:`trailer_stops`."""
+    return ["```", *trailer_stops(problem)]
 
 
 def continuation_prompt(

@@ -357,19 +357,21 @@ class _Runner:
         return [self._verdicts[self._code_key(p, c)] for p, c in pairs]
 
     def run_wave(self, requests: list[Request]) -> list[RoundResult]:
-        from dreamprm_code.cof import code_from_continuation, continuation_prompt
+        from dreamprm_code.cof import code_from_continuation, continuation_prompt, trailer_stops
 
-        # 1. generation: rounds in the log are read back; the rest in one call per round size
-        fresh: dict[int, list[Request]] = {}
+        # 1. generation: rounds in the log are read back; the rest in one call per round size and
+        # stop list (function problems also stop at top-level usage examples)
+        fresh: dict[tuple[int, tuple[str, ...]], list[Request]] = {}
         for req in requests:
             if req.key not in self.rlog.gen:
                 req.prompt = replace(
                     continuation_prompt(req.problem, req.prefix, self.config.style), seed=req.seed
                 )
-                fresh.setdefault(req.n, []).append(req)
-        for n, group in fresh.items():
+                stops = tuple(dict.fromkeys([*self.sampling.stop, *trailer_stops(req.problem)]))
+                fresh.setdefault((req.n, stops), []).append(req)
+        for (n, stops), group in fresh.items():
             outs = self.backend.generate(
-                [r.prompt for r in group], n, replace(self.sampling, seed=group[0].seed)
+                [r.prompt for r in group], n, replace(self.sampling, seed=group[0].seed, stop=list(stops))
             )
             self.generated_calls += 1
             if len(outs) != len(group) or any(len(o) != n for o in outs):

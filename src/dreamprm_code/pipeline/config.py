@@ -41,6 +41,11 @@ class PolicyConfig(_Strict):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, ge=8)
     seed: int = 0
+    code_prefill: bool = Field(
+        True,
+        description="open the ```python fence as the assistant's prefill and stop at the closing fence, so no "
+        "tokens go to prose; turn off for APIs that cannot continue an assistant prefill (OpenAI's own)",
+    )
     reasoning_effort: str | None = Field(
         None, description="reasoning models (o4-mini): send this instead of temperature/top_p when generating"
     )
@@ -60,7 +65,11 @@ class LabelStageConfig(_Strict):
     strategy: Literal["full", "search"] = "full"
     max_new_tokens: int = Field(384, ge=8)
     temperature: float = Field(0.8, ge=0.0)
-    concurrency: int = Field(1, ge=1, description="step prefixes sent to the policy per call (raise for HTTP servers, GPUs)")
+    concurrency: int = Field(
+        8, ge=1,
+        description="step prefixes sent to the policy per call: in-process models batch their rollouts "
+        "(up to the backend's batch_size sequences); raise for HTTP servers and GPUs",
+    )
 
 
 class TrainStageConfig(_Strict):

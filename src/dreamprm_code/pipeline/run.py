@@ -239,11 +239,9 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
                 seed=config.policy.seed + seed_offset,
                 reasoning_effort=config.policy.reasoning_effort,
             )
-            # in-process models sample one seeded prompt at a time anyway: save each problem as it finishes
-            local = config.policy.spec.startswith(("embedded", "hf:"))
             generate_solutions(
                 problems, policy(), n=n, sampling=sampling, style=config.policy.style, out=out,
-                executor=executor, batch_size=1 if local else None, show_progress=show_progress,
+                executor=executor, code_prefill=config.policy.code_prefill, show_progress=show_progress,
             )
 
         sampling_settings = config.policy.model_dump(mode="json", exclude={"options"})  # options: how, not what

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from dreamprm_code.progress import make_progress
 from dreamprm_code.records import PASS, Problem, Solution
 
 #: sampling keys that must match for a resumed run to append to an existing file
-_RESUME_KEYS = ("temperature", "top_p", "max_new_tokens", "stop", "reasoning_effort", "base_seed", "n", "style", "form")
+_RESUME_KEYS = ("temperature", "top_p", "max_new_tokens", "stop", "reasoning_effort", "base_seed", "n", "style", "form", "code_prefill")
 
 
 def problem_seed(base: int | None, problem_id: str) -> int | None:
@@ -93,6 +94,7 @@ def generate_solutions(
     batch_size: int | None = None,
     form: str = "chat",
     open_fence: bool = False,
+    code_prefill: bool = False,
     templates: str | Path | None = None,
     show_progress: bool = True,
 ) -> list[Solution]:
@@ -100,10 +102,15 @@ def generate_solutions(
 
     ``executor`` is an :class:`~dreamprm_code.execution.Executor` (one is made, and closed, when
     ``execute`` and none is given). ``batch_size`` prompts go to the policy per call (default:
-    the backend's ``concurrency`` or ``batch_size``). Returns every solution of these problems
+    the backend's ``concurrency``, or as many as one in-process ``generate`` call holds), and
+    each call's solutions are saved before the next. Returns every solution of these problems
     in ``out``, in problem and sample order, including those from earlier runs.
+
+    ``code_prefill`` opens the fence and puts the starter code (function and LeetCode problems)
+    in the assistant's prefill, and stops at the closing fence or at top-level usage examples
+    (:func:`~dreamprm_code.cof.code_stops`): every token then goes to the program.
     """
-    from dreamprm_code.cof import build_prompt, split_info
+    from dreamprm_code.cof import build_prompt, code_stops, problem_kind, split_info
     from dreamprm_code.data import extract_code
 
     if n < 1:
@@ -115,8 +122,12 @@ def generate_solutions(
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"problem id '{dup}' appears more than once", field="id")
     out = Path(out)
-    settings = {**sampling.to_dict(), "base_seed": sampling.seed, "n": n, "style": style, "form": form}
-    size = max(1, int(batch_size or getattr(policy, "concurrency", 0) or getattr(policy, "batch_size", 0) or 8))
+    settings = {
+        **sampling.to_dict(), "base_seed": sampling.seed, "n": n, "style": style, "form": form, "code_prefill": code_prefill,
+    }
+    per_call = getattr(policy, "prompts_per_call", None)  # in-process models: one generate call's worth
+    size = batch_size or getattr(policy, "concurrency", 0) or (per_call(n) if per_call else 0)
+    size = max(1, int(size or getattr(policy, "batch_size", 0) or 8))
 
     own_executor = None
     if execute and executor is None:
@@ -133,13 +144,25 @@ def generate_solutions(
             tokens = passed = executed = 0
             with make_progress(disable=not show_progress) as bar:
                 task = bar.add_task("generate", total=missing, info="", unit="sample")
-                for chunk in _batches(todo, size):
+                # one stop list per call (code_stops differ by kind): stdin problems get their own calls
+                kinds = (False, True) if code_prefill else (None,)
+                chunks = [
+                    c for k in kinds
+                    for c in _batches([p for p in todo if k is None or (problem_kind(p) == "stdin") == k], size)
+                ]
+                for chunk in chunks:
                     prompts = []
                     for p in chunk:
-                        prompt = build_prompt(p, style, form=form, templates=templates, open_fence=open_fence)
+                        prompt = build_prompt(
+                            p, style, form=form, templates=templates,
+                            open_fence=open_fence or code_prefill, prefill_starter=code_prefill,
+                        )
                         prompt.seed = problem_seed(sampling.seed, p.id)
                         prompts.append(prompt)
-                    replies = policy.generate(prompts, n, sampling)
+                    call = sampling
+                    if code_prefill:
+                        call = replace(sampling, stop=list(dict.fromkeys([*sampling.stop, *code_stops(chunk[0])])))
+                    replies = policy.generate(prompts, n, call)
                     if len(replies) != len(prompts) or any(len(r) != n for r in replies):
                         raise UserError(f"policy {policy.name} returned the wrong number of samples")
                     fresh: list[Solution] = []

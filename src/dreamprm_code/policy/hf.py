@@ -1,15 +1,18 @@
 """In-process `transformers` policy (CPU or GPU): batched sampling with left padding.
 
-Each prompt is tokenized once and ``num_return_sequences`` draws its ``n`` samples in the same
-``generate`` call. Prompts that share a seed are batched together (left padding); a prompt with
-its own seed runs in its own call, since ``generate`` draws from one global generator and a
-sample should not depend on which other prompts happened to share its batch.
+Each prompt is tokenized once and its ``n`` samples are drawn in the same ``generate`` call,
+together with other prompts (left padding) up to ``batch_size`` sequences per call: on a CPU the
+0.5B policy decodes about 5 tokens/s for one sequence and 25 tokens/s for 16, since a decoding
+step is bound by reading the weights, not by arithmetic.
+
+Sampling is done by :class:`SeededSampler`, not by ``generate``'s global generator: every prompt
+has its own ``torch.Generator`` (seeded from the prompt's seed, else the call's seed), so a
+sample does not depend on which other prompts happened to share its batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -68,8 +71,46 @@ class StopOnText:
         return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+class SeededSampler:
+    """A logits processor that samples each row with its prompt's own generator.
+
+    It applies temperature and nucleus (top-p) filtering, draws the token by inverse CDF from a
+    uniform of the row's generator, and returns logits that are ``-inf`` everywhere but the drawn
+    token, so ``generate`` in greedy mode just takes it. Row ``b * n + j`` is sample ``j`` of
+    prompt ``b``; prompt ``b`` draws ``n`` uniforms per step from its generator, whatever the batch.
+    """
+
+    def __init__(self, generators: list[Any], n: int, temperature: float, top_p: float) -> None:
+        self.generators = generators
+        self.n = n
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the tokens ranked above
+            sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        u = torch.cat([torch.rand(self.n, generator=g) for g in self.generators]).to(probs.device)
+        cdf = probs.cumsum(dim=-1)
+        u = u.unsqueeze(1) * cdf[:, -1:]
+        picked = torch.searchsorted(cdf, u).clamp_(max=probs.shape[-1] - 1)
+        # never pick a zero-probability token sitting on a flat stretch of the cdf
+        picked = torch.where(probs.gather(1, picked) > 0, picked, probs.argmax(dim=-1, keepdim=True))
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, picked, 0.0)
+
+
 class HFPolicy:
-    """A causal LM loaded with ``transformers``; ``model`` is an ``embedded:`` name, a directory or a hub id."""
+    """A causal LM loaded with ``transformers``; ``model`` is an ``embedded:`` name, a directory or a hub id.
+
+    ``batch_size`` is the number of sequences (prompts x samples) per ``generate`` call; the ``n``
+    samples of one prompt are never split across calls.
+    """
 
     def __init__(
         self,
@@ -77,7 +118,7 @@ class HFPolicy:
         *,
         device: str | None = None,
         dtype: str | None = None,
-        batch_size: int = 8,
+        batch_size: int = 16,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
         _loaded: tuple[Any, Any] | None = None,
@@ -138,14 +179,9 @@ class HFPolicy:
         head = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
         return head + prompt.prefill
 
-    def _batches(self, prompts: list[Prompt], sampling: SamplingParams) -> Iterator[tuple[list[int], int | None]]:
-        groups: dict[int | None, list[int]] = {}
-        for i, p in enumerate(prompts):
-            groups.setdefault(p.seed if p.seed is not None else sampling.seed, []).append(i)
-        for seed, idx in groups.items():
-            size = 1 if seed is not None and any(prompts[i].seed is not None for i in idx) else self.batch_size
-            for k in range(0, len(idx), size):
-                yield idx[k : k + size], seed
+    def prompts_per_call(self, n: int) -> int:
+        """How many prompts of ``n`` samples each fit in one ``generate`` call."""
+        return max(1, self.batch_size // max(1, n))
 
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         """``n`` samples per prompt; stats of the last call in :attr:`last_stats`."""
@@ -154,9 +190,12 @@ class HFPolicy:
         out: list[list[Completion]] = [[] for _ in prompts]
         t0 = time.perf_counter()
         total = 0
-        for idx, seed in self._batches(prompts, sampling):
+        size = self.prompts_per_call(n)
+        for k in range(0, len(prompts), size):
+            idx = list(range(k, min(k + size, len(prompts))))
             texts = [self.render(prompts[i]) for i in idx]
-            results = self.generate_texts(texts, n, sampling, seed)
+            seeds = [prompts[i].seed if prompts[i].seed is not None else sampling.seed for i in idx]
+            results = self.generate_texts(texts, n, sampling, seeds)
             for i, comps in zip(idx, results, strict=True):
                 out[i] = comps
                 total += sum(c.completion_tokens for c in comps)
@@ -165,9 +204,9 @@ class HFPolicy:
         return out
 
     def generate_texts(
-        self, texts: list[str], n: int, sampling: SamplingParams, seed: int | None = None
+        self, texts: list[str], n: int, sampling: SamplingParams, seeds: list[int | None] | None = None
     ) -> list[list[Completion]]:
-        """One batched ``generate`` call over already-rendered prompt texts."""
+        """One batched ``generate`` call over already-rendered prompt texts, ``seeds`` one per text."""
         import torch
 
         tok = self.tokenizer
@@ -176,35 +215,42 @@ class HFPolicy:
         enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
         greedy = sampling.temperature == 0
+        per = 1 if greedy else n
+        if per > 1:  # each prompt's rows side by side: row b * n + j is sample j of prompt b
+            enc = {k: v.repeat_interleave(per, dim=0) for k, v in enc.items()}
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": not greedy,
-            "num_return_sequences": 1 if greedy else n,
+            "do_sample": False,  # greedy, or SeededSampler's one-hot logits
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
             "pad_token_id": self.pad_id,
             "eos_token_id": self.eos_ids or None,
         }
         if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+            from transformers import LogitsProcessorList
+
+            generators = []
+            for seed in seeds or [None] * len(texts):
+                g = torch.Generator()
+                g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
+                generators.append(g)
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [SeededSampler(generators, per, sampling.temperature, sampling.top_p)]
+            )
         if sampling.stop:
             from transformers import StoppingCriteriaList
 
             kwargs["stopping_criteria"] = StoppingCriteriaList(
                 [StopOnText(tok, sampling.stop, enc["input_ids"].shape[1])]
             )
-        if seed is not None:
-            torch.manual_seed(seed)
         with torch.inference_mode():
             seqs = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
         gen = seqs[:, width:].tolist()
-        per = 1 if greedy else n
         out: list[list[Completion]] = []
         for b, plen in enumerate(prompt_lens):
-            comps = []
-            for j in range(per):
-                comps.append(self._completion(gen[b * per + j], int(plen), sampling))
+            comps = [self._completion(gen[b * per + j], int(plen), sampling) for j in range(per)]
             out.append([replace(comps[0]) for _ in range(n)] if greedy else comps)
         return out
 
