@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import hashlib
 import json
 import math
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from dreamprm_code.errors import UserError
@@ -171,6 +174,7 @@ class _Proxy:
         return f"<sandboxed {self._name}>"
 
 
+@functools.lru_cache(maxsize=1024)
 def _calls_check(code: str) -> bool:
     """Does the test code call ``check(...)`` at top level itself (HumanEval's harness adds it)?"""
     try:
@@ -185,8 +189,48 @@ def _calls_check(code: str) -> bool:
     return False
 
 
+def _fd_pid(pidfd: int) -> int:
+    """The pid (in our PID namespace) of the process a pidfd refers to; -1 when unknown."""
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as fh:
+            for line in fh:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str, name: str) -> CodeType:
+    """Trusted code (test code, setup code) compiled once; code objects are immutable."""
+    return compile(source, name, "exec")
+
+
+_PRELUDE_NS: dict[str, Any] | None = None
+_PRELUDE_LOCK = threading.Lock()
+
+
+def _check_namespace() -> dict[str, Any]:
+    """Globals for trusted test code: LCB's import block, executed once and copied per test
+    (``from m import *`` only binds names, so the copy is the same as running it again)."""
+    global _PRELUDE_NS
+    with _PRELUDE_LOCK:
+        if _PRELUDE_NS is None:
+            ns: dict[str, Any] = {"__name__": "__check__", "__builtins__": builtins}
+            prelude = _runtime.LCB_PRELUDE.replace("sys.setrecursionlimit(50000)\n", "")
+            exec(compile(prelude, "<prelude>", "exec"), ns)
+            _PRELUDE_NS = ns
+    return dict(_PRELUDE_NS)
+
+
 class _Session:
-    """An open call session on one worker for one program (functional and assert tests)."""
+    """An open call session on one worker for one program (functional and assert tests).
+
+    The worker forks the candidate and hands us its two pipes and a pidfd; calls then go to
+    the candidate directly, and this side enforces each call's time limit (the same rule as
+    the worker's for stdin tests: wall clock, plus the CPU grace read from ``/proc``).
+    """
 
     def __init__(self, worker: SandboxWorker, code: str, setup: str, limits: Limits, n_tests: int = 1) -> None:
         self.worker = worker
@@ -194,25 +238,96 @@ class _Session:
         self.deadline = math.inf
         self.last_time = 0.0
         self.values: list[Any] = []
+        self.alive = False
+        self.names: list[str] = []
+        self.fds: list[int] = []
         wire = limits.wire()
         # One process serves every test: its CPU rlimit covers all of them (+ loading); each
         # call's own limit is enforced from outside.
         wire["cpu_total"] = wire["cpu_time"] * (n_tests + 1)
-        self.open_reply = self._request({"op": "open", "code": code, "setup": setup, "limits": wire},
-                                        self.wait_limit(limits.timeout))
+        try:
+            reply, fds = worker.request_fds({"op": "open", "code": code, "setup": setup, "limits": wire},
+                                            self.wait_limit(limits.timeout))
+        except WorkerDied as exc:
+            self.open_reply = _died(exc)
+            return
+        if reply.get("status") != "started" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            self.open_reply = reply if reply.get("status") != "started" else {"status": "crash", "error": "bad start"}
+            return
+        self.fds = fds
+        self.call_w, self.reply_r, self.pidfd = fds
+        os.set_blocking(self.call_w, False)
+        self.pid = _fd_pid(self.pidfd)
+        try:  # kept open: one pread per call instead of open/read/close
+            self.fds.append(os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC))
+            self.stat_fd = self.fds[-1]
+        except OSError:
+            self.stat_fd = -1
+        self.open_reply = self._await(limits.timeout)
         self.alive = self.open_reply.get("status") == "ready"
-        self.names: list[str] = list(self.open_reply.get("names") or [])
+        if self.alive:
+            names = self.open_reply.get("names")
+            self.names = [n for n in names if isinstance(n, str) and n.isidentifier() and not n.startswith("__")] \
+                if isinstance(names, list) else []
+        else:
+            self.close()
 
     def wait_limit(self, timeout: float) -> float:
-        """How long the host waits for an answer before it declares the worker stuck."""
+        """How long the host waits for the worker before it declares it stuck."""
         return timeout * (3 if self.limits.cpu_grace else 1) + MARGIN
 
-    def _request(self, msg: dict, timeout: float) -> dict:
+    def _await(self, timeout: float) -> dict:
+        """The candidate's next frame, under the time limit; else how the candidate ended."""
+        budget = _runtime._Budget(self.pid, timeout, self.limits.cpu_grace, self.stat_fd)
+        start = budget.start
+        limit = int(self.limits.output_mb * 1024 * 1024)
         try:
-            return self.worker.request(msg, timeout)
+            while True:  # wait for the first byte under the budget, then read the frame
+                left = budget.left()
+                if left <= 0:
+                    raise TimeoutError
+                ready, _, _ = select.select([self.reply_r, self.pidfd], [], [], left)
+                if self.reply_r in ready:
+                    break
+                if ready:  # the candidate ended without a byte of reply
+                    raise _runtime.FrameError("candidate exited")
+            reply = _runtime.read_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit)
+            if not isinstance(reply, dict):
+                raise _runtime.FrameError("reply is not an object")
+        except TimeoutError:
+            out = _runtime._classify("timeout", self._end(kill=True))
+            out["time"] = time.monotonic() - start
+            return out
+        except _runtime.FrameError as exc:
+            out = _runtime._classify(None, self._end(kill=False, wait=max(0.0, budget.hard - time.monotonic())))
+            if out["status"] == "ok":
+                out = {"status": "crash", "error": f"candidate process ended without a reply ({exc})"}
+            out["time"] = time.monotonic() - start
+            return out
+        reply["time"] = time.monotonic() - start
+        return reply
+
+    def _close_fds(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _end(self, kill: bool, wait: float = 0.0) -> dict:
+        """Ask the worker to end the candidate (now, or once it has exited within ``wait``)."""
+        self._close_fds()
+        self.alive = False
+        try:
+            reply = self.worker.request({"op": "end", "kill": kill, "wait": wait}, wait + MARGIN)
         except WorkerDied as exc:
-            self.alive = False
-            return _died(exc)
+            _died(exc)
+            return {}
+        info = reply.get("exit")
+        return info if isinstance(info, dict) else {}
 
     def call(self, name: str, args: list, kwargs: dict) -> Any:
         """Run one call in the sandbox; a value comes back decoded, anything else raises."""
@@ -226,14 +341,24 @@ class _Session:
         left = min(self.limits.timeout, self.deadline - time.monotonic())
         if left <= 0:
             raise CandidateFailure(TIME_LIMIT, "time limit exceeded")
-        reply = self._request({"op": "call", "fn": name, "args": wire_args, "kwargs": wire_kwargs, "timeout": left},
-                              self.wait_limit(left))
+        start = time.monotonic()
+        try:
+            _runtime.write_frame_by(self.call_w, {"fn": name, "args": wire_args, "kwargs": wire_kwargs}, start + left)
+        except TimeoutError:  # it stopped reading its pipe
+            reply = _runtime._classify("timeout", self._end(kill=True))
+            reply["time"] = time.monotonic() - start
+        except OSError:
+            reply = _runtime._classify(None, self._end(kill=False, wait=1.0))
+            if reply["status"] == "ok":
+                reply = {"status": "crash", "error": "candidate process is gone"}
+        else:
+            reply = self._await(left - (time.monotonic() - start))
         self.last_time = float(reply.get("time") or 0.0)
         status = reply.get("status")
         if status == "ok":
             try:
                 value = _runtime.decode_value(reply.get("value"))
-            except (_runtime.NotPlainData, ValueError, TypeError) as exc:
+            except (_runtime.NotPlainData, ValueError, TypeError, RecursionError) as exc:
                 raise CandidateFailure(WRONG_ANSWER, f"malformed return value: {exc}") from None
             self.values.append(value)
             return value
@@ -243,6 +368,8 @@ class _Session:
         if status == "exception":
             self.values.append(f"<{reply.get('type')}>")
             raise _candidate_exception(str(reply.get("type")), _tail(str(reply.get("error", ""))))
+        if self.alive:
+            self.close()
         self.alive = False
         if status == "timeout":
             raise CandidateFailure(TIME_LIMIT, "time limit exceeded")
@@ -251,10 +378,12 @@ class _Session:
         raise CandidateFailure(RUNTIME_ERROR, str(reply.get("error") or status))
 
     def close(self) -> None:
-        if self.alive:
+        """Done with the candidate: close its pipes and let the worker end it (no waiting)."""
+        if self.fds:
+            self._close_fds()
             try:
-                self._request({"op": "close"}, MARGIN)
-            except SandboxFailure:
+                self.worker.post({"op": "end", "kill": True, "quiet": True})
+            except WorkerDied:
                 pass  # the worker restarts on its next request
         self.alive = False
 
@@ -319,22 +448,20 @@ def _functional_test(session: _Session, entry: str, test: TestCase, compare: boo
 
 def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Limits) -> _Outcome:
     """Run trusted test code here; the entry point and the code's functions are proxies."""
-    ns: dict[str, Any] = {"__name__": "__check__", "__builtins__": builtins}
     start = time.monotonic()
     session.deadline = start + limits.timeout
     session.values = []
     try:
-        if limits.lcb_prelude:
-            exec(compile(_runtime.LCB_PRELUDE.replace("sys.setrecursionlimit(50000)\n", ""), "<prelude>", "exec"), ns)
+        ns = _check_namespace() if limits.lcb_prelude else {"__name__": "__check__", "__builtins__": builtins}
         if problem.setup_code:
-            exec(compile(problem.setup_code, "<setup>", "exec"), ns)
+            exec(_compiled(problem.setup_code, "<setup>"), ns)
         for name in session.names:
             ns[name] = _Proxy(session, name)
         entry = problem.entry_point
         if entry:
             ns[entry] = ns["candidate"] = _Proxy(session, entry)
         code = test.code or ""
-        exec(compile(code, "<test>", "exec"), ns)
+        exec(_compiled(code, "<test>"), ns)
         if callable(ns.get("check")) and not _calls_check(code):
             ns["check"](ns.get("candidate"))
         status, error = PASS, None

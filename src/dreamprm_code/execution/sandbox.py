@@ -5,8 +5,9 @@ UTS namespaces with a root file system made of read-only system directories, the
 standard library (its ``site-packages`` hidden) and a private ``/tmp``; no home directory, no
 run directory, no environment. Run as root, bwrap runs in its privileged mode and the worker
 keeps only CAP_SETUID/CAP_SETGID, which it uses to run each candidate as ``nobody``; run as a
-normal user, bwrap builds a user namespace instead. Inside, every candidate gets its own user +
-PID namespace (see ``_runtime.py``), so killing it kills everything it started.
+normal user, bwrap builds a user namespace instead. As root, each worker's candidates run under
+a uid of their own, forked once from the worker; as a normal user each candidate gets its own
+user + PID namespace (see ``_runtime.py``). Either way killing it kills everything it started.
 
 Without bwrap the fallback is ``rlimits``: the same worker, resource limits, a private working
 directory, a cleared environment and (when the kernel allows unprivileged user namespaces)
@@ -16,10 +17,12 @@ loudly, because it is not a sandbox for hostile code.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -61,6 +64,7 @@ class SandboxInfo:
     pid_ns: bool  # each candidate in its own PID namespace
     uid: int  # uid the worker runs as (inside its namespace)
     python: str
+    fast: bool = False  # one fork per candidate, under a uid of its own (privileged bwrap)
 
 
 def _python() -> tuple[str, str]:
@@ -114,6 +118,15 @@ def bwrap_command(config: dict) -> list[str]:
 
 
 _SPAWNER: ThreadPoolExecutor | None = None
+_UIDS = itertools.count()
+_UID_BASE = 1_500_000_000
+
+
+def _candidate_uid() -> int:
+    """An unprivileged uid for one worker's candidates, used by nothing else on the machine:
+    RLIMIT_NPROC then counts only that worker's candidate (privileged bwrap has no user
+    namespace of its own, so a shared uid would share the limit across workers)."""
+    return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + (next(_UIDS) & 0xFFF)
 
 
 _SPAWNER_LOCK = threading.Lock()
@@ -138,6 +151,7 @@ class SandboxWorker:
         self.info: SandboxInfo | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._stderr = None
+        self.sock: socket.socket | None = None
         self.lock = threading.Lock()
 
     def start(self, timeout: float = 120.0) -> SandboxInfo:
@@ -147,6 +161,8 @@ class SandboxWorker:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the worker)
         if self.mode == "bwrap":
             config = {"tmp_root": "/tmp", "drop_uid": drop, "unshare_net": False}
+            if drop is not None:  # privileged bwrap: one fork per candidate, under a uid of its own
+                config.update(fast=True, cand_uid=_candidate_uid())
             cmd, env, cwd = bwrap_command(config), {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="dreamprm-sandbox-")
@@ -156,20 +172,28 @@ class SandboxWorker:
             cmd = [exe, "-I", "-B", str(RUNTIME_PATH), json.dumps(config)]
             env, cwd = {"LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}, root
         stderr = self._stderr
+        # One Unix socket is the worker's stdin and stdout: frames both ways, and file
+        # descriptors (a call session's pipes) from the worker to us.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = ours
         # Spawned from one long-lived thread: bwrap's --die-with-parent fires when the *thread*
         # that forked it exits, and callers often start workers from short-lived pool threads.
-        self.proc = _spawner().submit(
-            subprocess.Popen, cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-            env=env, cwd=cwd, start_new_session=True, close_fds=True,
-        ).result()
         try:
-            hello = self._read(time.monotonic() + timeout)
+            self.proc = _spawner().submit(
+                subprocess.Popen, cmd, stdin=theirs, stdout=theirs, stderr=stderr,
+                env=env, cwd=cwd, start_new_session=True, close_fds=True,
+            ).result()
+        finally:
+            theirs.close()
+        try:
+            hello, _ = self._read(time.monotonic() + timeout)
         except WorkerDied as exc:  # a start failure is never the candidate's deadline
             exc.deadline = False
             detail = self._stderr_tail()
             self.kill()
             raise WorkerDied(f"sandbox worker ({self.mode}) did not start: {exc}; {detail}") from None
-        self.info = SandboxInfo(self.mode, bool(hello.get("pid_ns")), int(hello.get("uid", -1)), str(hello.get("python", "")))
+        self.info = SandboxInfo(self.mode, bool(hello.get("pid_ns")), int(hello.get("uid", -1)),
+                                str(hello.get("python", "")), bool(hello.get("fast")))
         return self.info
 
     def _stderr_tail(self) -> str:
@@ -178,10 +202,10 @@ class SandboxWorker:
         self._stderr.seek(0)
         return self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
 
-    def _read(self, deadline: float) -> dict:
-        assert self.proc is not None and self.proc.stdout is not None
+    def _read(self, deadline: float) -> tuple[dict, list[int]]:
+        assert self.sock is not None
         try:
-            reply = _runtime.read_frame(self.proc.stdout.fileno(), deadline)
+            reply, fds = _runtime.recv_frame_fds(self.sock, deadline)
         except TimeoutError:
             self.kill()
             raise WorkerDied("no answer before the deadline", deadline=True) from None
@@ -190,21 +214,37 @@ class SandboxWorker:
             self.kill()
             raise WorkerDied(f"{exc}" + (f"; worker stderr: {detail[-500:]}" if detail else "")) from None
         if not isinstance(reply, dict):
+            for fd in fds:
+                os.close(fd)
             self.kill()
             raise WorkerDied("malformed answer")
-        return reply
+        return reply, fds
 
-    def request(self, msg: dict, timeout: float) -> dict:
-        """Send one request and wait for its answer; a dead or stuck worker is killed."""
+    def _send(self, msg: dict) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.sock is not None
         try:
-            _runtime.write_frame(self.proc.stdin.fileno(), msg)
+            _runtime.write_frame(self.sock.fileno(), msg)
         except OSError as exc:
             self.kill()
             raise WorkerDied(f"cannot write to the worker: {exc}") from None
+
+    def request_fds(self, msg: dict, timeout: float) -> tuple[dict, list[int]]:
+        """Send one request and wait for its answer and any file descriptors sent with it."""
+        self._send(msg)
         return self._read(time.monotonic() + timeout)
+
+    def request(self, msg: dict, timeout: float) -> dict:
+        """Send one request and wait for its answer; a dead or stuck worker is killed."""
+        reply, fds = self.request_fds(msg, timeout)
+        for fd in fds:
+            os.close(fd)
+        return reply
+
+    def post(self, msg: dict) -> None:
+        """Send a request that gets no answer (``end`` with ``quiet``)."""
+        self._send(msg)
 
     def kill(self) -> None:
         """Kill the worker's whole session (bwrap, the worker and any candidate)."""
@@ -218,13 +258,10 @@ class SandboxWorker:
             except ProcessLookupError:
                 pass
             self.proc.wait()
-            for stream in (self.proc.stdin, self.proc.stdout):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
             self.proc = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None

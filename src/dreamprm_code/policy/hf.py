@@ -216,6 +216,7 @@ class HFPolicy:
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
         greedy = sampling.temperature == 0
         per = 1 if greedy else n
+        cache = self._prefill(enc, per) if per > 1 and enc["input_ids"].shape[1] > 1 else None
         if per > 1:  # each prompt's rows side by side: row b * n + j is sample j of prompt b
             enc = {k: v.repeat_interleave(per, dim=0) for k, v in enc.items()}
         kwargs: dict[str, Any] = {
@@ -244,6 +245,8 @@ class HFPolicy:
             kwargs["stopping_criteria"] = StoppingCriteriaList(
                 [StopOnText(tok, sampling.stop, enc["input_ids"].shape[1])]
             )
+        if cache is not None:
+            kwargs["past_key_values"] = cache
         with torch.inference_mode():
             seqs = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
@@ -253,6 +256,26 @@ class HFPolicy:
             comps = [self._completion(gen[b * per + j], int(plen), sampling) for j in range(per)]
             out.append([replace(comps[0]) for _ in range(n)] if greedy else comps)
         return out
+
+    def _prefill(self, enc: dict[str, Any], per: int) -> Any:
+        """The KV cache of every prompt but its last token, computed once and copied to its ``per`` rows.
+
+        ``generate`` with ``num_return_sequences`` (or repeated rows) encodes a prompt once per
+        sample; on a CPU that prefill costs as much as decoding a few hundred tokens.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        mask = enc["attention_mask"][:, :-1]
+        positions = (mask.long().cumsum(-1) - 1).clamp_(min=0)  # left padding, as generate counts them
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            self.model(
+                input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True,
+            )
+        cache.batch_repeat_interleave(per)
+        return cache
 
     def _completion(self, ids: list[int], prompt_tokens: int, sampling: SamplingParams) -> Completion:
         ended = False
