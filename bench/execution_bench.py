@@ -97,33 +97,32 @@ def throughput(n: int, workers: int) -> None:
 
 def breakdown(items: list[tuple], reps: int = 30) -> None:
     """Where a candidate's time goes, on one warm worker: the sandbox round trips."""
+    from dreamprm_code.execution.runner import _Session
     from dreamprm_code.execution.sandbox import SandboxWorker
 
-    wire = Limits().wire()
+    limits = Limits()
+    wire = limits.wire()
     w = SandboxWorker("bwrap")
-    w.start()
+    info = w.start()
     try:
-        def clock(msg: dict) -> float:
+        def clock(fn) -> float:
             t = time.monotonic()
             for _ in range(reps):
-                w.request(msg, 30)
+                fn()
             return (time.monotonic() - t) / reps * 1000
 
-        run_ms = clock({"op": "stdin", "code": "pass", "input": "", "limits": wire})
-        t = time.monotonic()
-        for _ in range(reps):
-            w.request({"op": "open", "code": "def f(x):\n    return x", "limits": wire}, 30)
-            w.request({"op": "close"}, 30)
-        open_ms = (time.monotonic() - t) / reps * 1000
-        w.request({"op": "open", "code": "def f(x):\n    return x", "limits": wire}, 30)
-        call_ms = clock({"op": "call", "fn": "f", "args": [[1, 2, 3]]})
-        w.request({"op": "close"}, 30)
+        run_ms = clock(lambda: w.request({"op": "stdin", "code": "pass", "input": "", "limits": wire}, 30))
+        open_ms = clock(lambda: _Session(w, "def f(x):\n    return x", "", limits).close())
+        s = _Session(w, "def f(x):\n    return x", "", limits)
+        call_ms = clock(lambda: s.call("f", [[1, 2, 3]], {}))
+        s.close()
     finally:
         w.kill()
     calls = []
     for problem, _ in items:
         calls.append(problem.tests[0].code.count("candidate("))
-    print(f"per run: fork+namespaces+exit of an empty stdin program {run_ms:.1f} ms; "
+    print(f"sandbox: {'one fork per candidate, own uid' if info.fast else 'shim + user/PID namespace per candidate'}")
+    print(f"per run: fork+exit of an empty stdin program {run_ms:.1f} ms; "
           f"open+close of a call session {open_ms:.1f} ms; one proxied call round trip {call_ms:.2f} ms; "
           f"HumanEval checks make ~{sum(calls) / len(calls):.0f} candidate calls (static count)")
 

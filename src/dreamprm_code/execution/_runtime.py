@@ -327,6 +327,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -508,6 +509,7 @@ class _Worker:
         pid = os.fork()
         if pid == 0:
             try:
+                self.libc.prctl(PR_SET_NAME, b"candidate", 0, 0, 0)
                 self._drop_privileges(self.cand_uid)
                 os.mkdir(workdir, 0o700)
                 self._enter_candidate(limits, fds, workdir)
