@@ -1,6 +1,6 @@
 """Agreement of our verdicts with the pools' recorded ``is_solved`` (docs/execution.md).
 
-    python bench/execution_agreement.py [--data ../shared/data] [--workers N] [--out DIR]
+    python bench/execution_agreement.py [--data ../shared/data] [--workers N] [--out DIR] [--sets humaneval,apps]
 
 Runs ``execute`` on every pool file: HumanEval pools against ``humaneval``, APPS pools against
 ``apps-stdin`` (the candidates are stdin programs), with LiveCodeBench limits (6 s per test,
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--apps-tests", choices=("auto", "all", "hidden"), default="auto",
                     help="APPS tests: auto (samples + test_list for stdin problems, test_list for "
                     "call-based ones: how the pool labels were made), all, or hidden (test_list only)")
+    ap.add_argument("--sets", default="humaneval,apps", help="comma-separated: humaneval, apps")
     args = ap.parse_args()
     data, out = Path(args.data), Path(args.out)
     limits = Limits(timeout=args.timeout)
@@ -65,11 +66,15 @@ def main() -> None:
         "humaneval": (load_problems("humaneval"), data / "pools" / "humaneval-mapcoder"),
         "apps": (apps, data / "pools" / "apps-mapcoder"),
     }
+    chosen = [x.strip() for x in args.sets.split(",") if x.strip()]
+    sets = {k: v for k, v in sets.items() if k in chosen}
+    sets.setdefault("apps", (apps, None))
+    sets.setdefault("humaneval", ([], None))
     report["apps_tests"] = args.apps_tests
     all_graded: dict[str, list] = defaultdict(list)
     start = time.monotonic()
     for name, (problems, folder) in sets.items():
-        for path in sorted(folder.glob("*.jsonl")):
+        for path in sorted(folder.glob("*.jsonl")) if folder is not None else []:
             sols = load_solutions(path, problems=problems)
             graded = execute_solutions(problems, sols, out / name / path.name, limits=limits, workers=args.workers,
                                        cache_dir=out / "cache", progress=True)

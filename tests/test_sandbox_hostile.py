@@ -24,6 +24,8 @@ FUNC = Problem("hf", "t", "s", "leetcode", "easy", [TestCase("functional", [5], 
 ASSERT = Problem("ha", "t", "s", "humaneval", "easy",
                  [TestCase("assert", code=f"def check(candidate):\n    assert candidate(5) == {EXPECTED}\n\ncheck(answer)\n")],
                  entry_point="answer")
+FUNC_BIG = Problem("hfb", "t", "s", "leetcode", "easy", [TestCase("functional", [list(range(300000))], 1)],
+                   entry_point="answer")
 HONEST_STDIN = "a, b = map(int, input().split())\nprint(a + b)"
 HONEST_FUNC = f"def answer(x):\n    return {EXPECTED} + x * 0"
 
@@ -108,7 +110,63 @@ def hostile_run(tmp_path_factory, listener):
         f"    if b'{SECRET}' in data: found.append(path)\n"
         "print('FOUND' if found else 'clean', found)\n"
     )
+    probe_worker = (  # the candidate's parent is the worker (one fork per candidate)
+        "import os, ctypes, signal\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "me, ppid = os.getpid(), os.getppid()\n"
+        "res = []\n"
+        "for pid in {ppid, 1} - {me, 0}:\n"
+        "    res.append('ptrace-ok' if libc.ptrace(16, pid, 0, 0) == 0 else 'ptrace-denied')\n"
+        "    for path in (f'/proc/{pid}/mem', f'/proc/{pid}/environ', f'/proc/{pid}/fd/0'):\n"
+        "        try:\n"
+        "            open(path, 'rb').read(1)\n"
+        "            res.append('read-ok:' + path)\n"
+        "        except OSError:\n"
+        "            res.append('read-denied')\n"
+        "    try:\n"
+        "        os.listdir(f'/proc/{pid}/fd')\n"
+        "        res.append('fdlist-ok')\n"
+        "    except OSError:\n"
+        "        res.append('fdlist-denied')\n"
+        "    try:\n"
+        "        os.kill(pid, 0)\n"
+        "        res.append('signal-ok')\n"
+        "    except OSError:\n"
+        "        res.append('signal-denied')\n"
+        "print(' '.join(res) or 'no-parent-visible')\n"
+    )
+    forged = f'{{"status": "ok", "value": {EXPECTED}}}'
     attacks = {
+        # Leftover that keeps writing forged answers into every pipe it can open: the next
+        # candidates' call channels must stay out of its reach (it is killed before they run).
+        "channel_injector": (FUNC, (
+            "import os, struct, time, glob\n"
+            f"FRAME = struct.pack('>I', {len(forged)}) + {forged!r}.encode()\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    end = time.time() + 4\n"
+            "    while time.time() < end:\n"
+            "        for path in glob.glob('/proc/*/fd/*'):\n"
+            "            try:\n"
+            "                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)\n"
+            "                os.write(fd, FRAME)\n"
+            "                os.close(fd)\n"
+            "            except OSError:\n"
+            "                pass\n"
+            "    os._exit(0)\n"
+            "def answer(x):\n"
+            "    return 0\n"
+        )),
+        "kill_group": (STDIN, "import os, signal\nos.kill(0, signal.SIGKILL)\nprint(3)"),
+        "exit_holding_pipes": (ASSERT, (
+            "import os, time\n"
+            "if os.fork() == 0:\n"
+            "    time.sleep(60)\n"
+            "    os._exit(0)\n"
+            "def answer(x):\n"
+            "    os._exit(0)\n"
+        )),
+        "stop_reading_calls": (FUNC_BIG, "import os\nkeep = os.dup(3)\nr, w = os.pipe()\nos.dup2(r, 3)\ndef answer(x):\n    return 1"),
         "fork_bomb": (STDIN, escaped_child("while True:\n    try:\n        os.fork()\n    except OSError:\n        pass")),
         "memory_bomb": (STDIN, "x = []\nwhile True:\n    x.append(bytearray(10 ** 9))"),
         "infinite_loop": (STDIN, escaped_child("while True:\n    pass")),
@@ -215,7 +273,9 @@ def hostile_run(tmp_path_factory, listener):
             outputs = {
                 "secrets": ex.run_outputs(STDIN, hunt),
                 "network": ex.run_outputs(STDIN, attacks["network"][1]),
+                "probe_worker": ex.run_outputs(STDIN, probe_worker),
             }
+            fast = [w.info.fast for w in ex._all if w.info is not None]
             lingering = host_processes_named(MARK)
             workers_alive = all(w.proc is not None and w.proc.poll() is None for w in ex._all)
     finally:
@@ -226,6 +286,7 @@ def hostile_run(tmp_path_factory, listener):
         "results": {name: r for (name, _), r in zip(order, results, strict=False)},
         "outputs": outputs, "sentinel": sentinel, "created": created, "seen": seen,
         "lingering": lingering, "after_close": host_processes_named(MARK), "workers_alive": workers_alive,
+        "fast": fast,
     }
 
 
@@ -310,6 +371,42 @@ def test_expected_answer_is_not_in_candidate_memory(hostile_run) -> None:
     res = hostile_run["results"]["dig_gc_frames_memory"]
     assert res.verdict == "wrong_answer", res
     assert res.tests[0].output == "-1"
+
+
+def test_one_fork_path_is_used_as_root(hostile_run) -> None:
+    if os.geteuid() == 0:
+        assert hostile_run["fast"] and all(hostile_run["fast"])
+
+
+def test_candidate_cannot_trace_read_or_signal_the_worker(hostile_run) -> None:
+    out = hostile_run["outputs"]["probe_worker"][0]
+    assert "-ok" not in out, out
+    assert hostile_run["workers_alive"]
+
+
+def test_killing_its_own_group_hurts_only_itself(hostile_run) -> None:
+    # A SIGKILL the sandbox did not send reads as the CPU hard limit (time_limit); under the
+    # namespace path the candidate is its namespace's init and the signal does nothing.
+    assert verdict(hostile_run, "kill_group") in ("time_limit", "runtime_error", "wrong_answer")
+    assert hostile_run["workers_alive"]
+
+
+def test_leftovers_cannot_inject_into_later_call_channels(hostile_run) -> None:
+    assert verdict(hostile_run, "channel_injector") == "wrong_answer"
+    # the honest candidates after it (same workers) kept their own verdicts
+    test_honest_candidates_unaffected(hostile_run)
+
+
+def test_exit_while_a_child_holds_the_pipes_does_not_hang(hostile_run) -> None:
+    res = hostile_run["results"]["exit_holding_pipes"]
+    assert res.verdict == "runtime_error", res
+    assert res.wall_time < 2.0 + 1.5
+
+
+def test_a_candidate_that_stops_reading_its_calls_times_out(hostile_run) -> None:
+    res = hostile_run["results"]["stop_reading_calls"]
+    assert res.verdict == "time_limit", res
+    assert res.wall_time < 3 * 2 + 2.0
 
 
 def test_rlimits_fallback_is_loud_and_still_contains_the_tree() -> None:
