@@ -84,6 +84,32 @@ def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME) -
         raise FrameError(f"malformed frame: {exc}") from None
 
 
+def read_sole_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME, ready: bool = False) -> object:
+    """:func:`read_frame` for a pipe that carries one frame at a time (a call, or its reply):
+    header and body usually come in one read. Bytes past the frame, which only a misbehaving
+    candidate would send, are dropped (and then break that candidate's own next frame).
+    ``ready``: the caller knows ``fd`` is readable (no wait for the first read)."""
+    if deadline is not None and not ready:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+    data = os.read(fd, 1 << 16)
+    if not data:
+        raise FrameError("pipe closed")
+    if len(data) < HEADER.size:
+        data += read_exact(fd, HEADER.size - len(data), deadline)
+    (size,) = HEADER.unpack_from(data)
+    if size > limit:
+        raise FrameError(f"frame of {size} bytes is over the limit of {limit}")
+    body = data[HEADER.size:HEADER.size + size]
+    if len(body) < size:
+        body += read_exact(fd, size - len(body), deadline)
+    try:
+        return json.loads(body.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FrameError(f"malformed frame: {exc}") from None
+
+
 def write_frame_by(fd: int, obj: object, deadline: float) -> None:
     """:func:`write_frame` to a non-blocking fd, giving up (``TimeoutError``) at ``deadline``:
     a candidate that stops reading cannot block the host."""
@@ -1073,7 +1099,7 @@ def _serve_calls(worker: _Worker, limits: dict, setup: str, code: str, call_fd: 
     write_frame(reply_fd, {"status": "ready", "names": names, "solution": instance is not None})
     while True:
         try:
-            msg = read_frame(call_fd)
+            msg = read_sole_frame(call_fd)
         except (FrameError, OSError, struct.error):
             os._exit(0)
         fn_name = msg.get("fn") if isinstance(msg, dict) else None
@@ -1125,7 +1151,7 @@ def _warm_up() -> None:
     try:
         for _ in range(64):
             write_frame(w, {"status": "ok", "value": encode_value(sample)})
-            msg = read_frame(r)
+            msg = read_sole_frame(r)
             decode_value(msg["value"] if isinstance(msg, dict) else [])
             _classify(None, {"status": 0})
     finally:
@@ -1133,7 +1159,12 @@ def _warm_up() -> None:
         os.close(w)
 
 
-WARM_MODULES = ["string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics", "itertools", "functools", "operator", "io", "json", "typing", "decimal", "fractions", "array", "traceback", "tempfile", "shutil", "resource", "ctypes", "dataclasses", "enum", "numbers", "struct", "textwrap", "unicodedata", "hashlib", "fcntl", "builtins", "socket"]
+# Imported once by the worker, so candidates inherit them: what LCB's import block needs, what
+# the worker uses, and a few common imports. Each module also makes every fork a little dearer
+# (more pages to map and unmap), so rarely used heavy ones (hashlib, unicodedata) are left out.
+WARM_MODULES = ["string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics",
+                "itertools", "functools", "operator", "io", "json", "typing", "decimal", "fractions", "traceback",
+                "tempfile", "shutil", "resource", "ctypes", "enum", "numbers", "struct", "fcntl", "builtins", "socket"]
 
 
 def worker_main(argv: list[str]) -> None:

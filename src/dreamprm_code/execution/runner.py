@@ -293,7 +293,7 @@ class _Session:
                     break
                 if ready:  # the candidate ended without a byte of reply
                     raise _runtime.FrameError("candidate exited")
-            reply = _runtime.read_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit)
+            reply = _runtime.read_sole_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit, ready=True)
             if not isinstance(reply, dict):
                 raise _runtime.FrameError("reply is not an object")
         except TimeoutError:
