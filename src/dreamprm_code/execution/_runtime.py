@@ -466,6 +466,9 @@ class _Worker:
                 os.chmod(self.tmp_root, 0o1777 if self.tmp_root == "/tmp" else 0o1733)
             except OSError:
                 pass
+        # What every candidate's environment starts from (it adds HOME and TMPDIR).
+        os.environ.clear()
+        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
         self.session: _Proc | None = None
         self.seq = 0
         self.cand_uid = config.get("cand_uid")
@@ -626,10 +629,13 @@ class _Worker:
                 null = os.open(os.devnull, os.O_RDWR)
                 os.dup2(null, fd)
                 os.close(null)
-        os.closerange(max([*fds, 2]) + 1, 1 << 20)
+        lowest = max([*fds, 2]) + 1
+        close_range = getattr(self.libc, "close_range", None)  # glibc >= 2.34: one syscall
+        if close_range is None or close_range(lowest, 0xFFFFFFFF, 0) != 0:
+            os.closerange(lowest, 1 << 20)
         os.chdir(workdir)
-        os.environ.clear()
-        os.environ.update({"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
+        # The worker already holds exactly PATH and LANG (see _Worker.__init__).
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
         import tempfile
 
         tempfile.tempdir = workdir
@@ -1196,6 +1202,10 @@ def worker_main(argv: list[str]) -> None:
     _warm_up()
     gc.collect()
     gc.freeze()  # forked candidates never touch (copy) the worker's objects to collect them
+    try:  # hand freed heap pages back: every mapped page costs each fork and each exit
+        worker.libc.malloc_trim(0)
+    except AttributeError:
+        pass
     write_frame(proto, {"status": "hello", "pid_ns": worker.pid_ns, "fast": worker.fast, "uid": os.getuid(),
                         "python": sys.version})
     ops = {"stdin": worker.op_stdin, "end": worker.op_end, "ping": worker.op_ping}
