@@ -66,6 +66,10 @@ def generate_command(
     batch_size: int = typer.Option(None, "--batch-size", help="prompts per policy call"),
     form: str = typer.Option("chat", "--form", help="chat, or completion for base models"),
     open_fence: bool = typer.Option(False, "--open-fence", help="prefill the reply with an opened ```python fence"),
+    code_prefill: bool = typer.Option(
+        False, "--code-prefill",
+        help="prefill the fence and the starter code, stop at the closing fence or top-level examples",
+    ),
     templates: Path = typer.Option(None, "--templates", help="a directory of prompt templates overriding the packaged ones"),
     workers: int = typer.Option(None, "--workers", help="execution workers (default: CPU count)"),
     timeout: float = typer.Option(6.0, "--timeout", help="seconds per test"),
@@ -107,6 +111,7 @@ def generate_command(
             batch_size=batch_size,
             form=form,
             open_fence=open_fence,
+            code_prefill=code_prefill,
             templates=templates,
         )
     finally:
