@@ -11,8 +11,8 @@ backend's CPU default is what it is).
 
 ``cof-vs-plain``: the embedded policy on the first K HumanEval problems and the first K Easy
 LeetCode problems, N samples each, with the CoF prompt and with the plain prompt, through the
-real ``generate`` stage (resumable: rerun to continue; ``--budget-min`` stops starting new
-problems). Reports tokens/s, pass rate and CoF compliance (share of replies with >= 2
+real ``generate`` stage with ``code_prefill`` (resumable: rerun to continue; ``--budget-min 0``
+only summarises). Reports tokens/s, pass rate and CoF compliance (share of replies with >= 2
 function steps), plain as the baseline.
 
 Examples::
@@ -160,7 +160,7 @@ def cof_vs_plain(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pol = None  # loaded on first use, so a rerun with --budget-min 0 only summarises
     sampling = SamplingParams(temperature=args.temperature, top_p=0.95, max_new_tokens=args.max_new_tokens,
-                              seed=args.seed, stop=["```"])
+                              seed=args.seed)
     timing_file = out / "timing.json"
     timing = {"cof": [0.0, 0], "plain": [0.0, 0]}
     if timing_file.exists():
@@ -169,23 +169,20 @@ def cof_vs_plain(args: argparse.Namespace) -> None:
         timing = json.loads(timing_file.read_text())
     print(f"{len(problems)} problems ({len(he)} HumanEval, {len(lc)} LeetCode easy), n={args.n}, "
           f"max_new_tokens={args.max_new_tokens}, temperature={args.temperature}, threads={args.threads}", flush=True)
-    t_start = time.perf_counter()
-    with Executor(limits=Limits(timeout=6), workers=1) as ex:
-        for p in problems:
-            if time.perf_counter() - t_start > args.budget_min * 60:
-                print(f"budget of {args.budget_min} min spent; stopping before {p.id}", flush=True)
+    with Executor(limits=Limits(timeout=6), workers=2) as ex:
+        for style in ("cof", "plain"):
+            if args.budget_min <= 0:
                 break
-            for style in ("cof", "plain"):
-                if pol is None:
-                    pol = TimedPolicy(HFPolicy(args.policy, threads=args.threads, dtype=args.dtype))
-                pol.seconds, pol.tokens = 0.0, 0
-                sols = generate_solutions([p], pol, args.n, sampling, style, out / f"{style}.jsonl", executor=ex,
-                                          open_fence=True, show_progress=False)
-                timing[style][0] += pol.seconds
-                timing[style][1] += pol.tokens
-                atomic_write_json(timing_file, timing)
-                print(f"{p.id} {style}: {[s.verdict for s in sols]} "
-                      f"{pol.tokens} tok in {pol.seconds:.0f}s", flush=True)
+            if pol is None:
+                pol = TimedPolicy(HFPolicy(args.policy, threads=args.threads, dtype=args.dtype))
+            pol.seconds, pol.tokens = 0.0, 0
+            sols = generate_solutions(problems, pol, args.n, sampling, style, out / f"{style}.jsonl", executor=ex,
+                                      code_prefill=True, show_progress=True)
+            timing[style][0] += pol.seconds
+            timing[style][1] += pol.tokens
+            atomic_write_json(timing_file, timing)
+            print(f"{style}: {sum(s.passed for s in sols)}/{len(sols)} pass, "
+                  f"{pol.tokens} new tokens in {pol.seconds:.0f}s", flush=True)
 
     recs = {s: {r["id"]: r for r in read_jsonl(out / f"{s}.jsonl")} for s in ("cof", "plain")}
     both = sorted({r["problem_id"] for r in recs["cof"].values()} & {r["problem_id"] for r in recs["plain"].values()})
