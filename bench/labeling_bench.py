@@ -97,6 +97,7 @@ def run_strategy(name: str, args, sols, problems, policy, executor, workdir: Pat
         temperature=args.temperature,
         seed=args.seed,
         search_round=args.search_round,
+        concurrency=args.concurrency,
     )
     stats = RunStats()
     labels = label_solutions(sols, problems, policy, executor, config, workdir / f"{name}.jsonl", stats=stats)
@@ -124,6 +125,13 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=8, help="prefixes per generate call")
+    ap.add_argument(
+        "--only",
+        choices=("full", "search"),
+        default=None,
+        help="label with one strategy and stop (no report)",
+    )
     ap.add_argument("--pool", default=None, help="take solutions from this pool (file or folder) instead")
     ap.add_argument("--pool-ids", default="", help="comma-separated solution ids from --pool")
     args = ap.parse_args()
@@ -150,9 +158,11 @@ def main() -> None:
     print(f"{len(multi)} of {len(sols)} solutions have >= 2 steps; labelling those")
 
     runs = {}
-    for name in ("full", "search"):
+    for name in (args.only,) if args.only else ("full", "search"):
         print(f"\n== {name} ==", flush=True)
         runs[name] = run_strategy(name, args, multi, chosen, policy, executor, workdir)
+    if args.only:
+        return
 
     def figures(run: dict) -> dict:
         labels = run["labels"]

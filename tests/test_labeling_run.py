@@ -20,7 +20,7 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.execution import Executor
 from dreamprm_code.labeling import LabelConfig, RunStats, first_failing_step, label_solutions, load_labels
 from dreamprm_code.labeling.label import rollout_seed
-from dreamprm_code.labeling.rolloutlog import rollouts_path
+from dreamprm_code.labeling.rolloutlog import RolloutLog, rollouts_path
 from dreamprm_code.policy import SamplingParams, truncate_at_stop
 from test_labeling_support import (
     PROBLEM,
@@ -37,15 +37,13 @@ def executor(tmp_path):
     return Executor(workers=2, cache_dir=tmp_path / "exec-cache")
 
 
-def expected_passes(
-    policy: ScriptedPolicy, sid: str, k: int, n: int, prefix: str, rnd: int = 0, seed: int = 0
-):
-    """Which of the scripted continuations of a prefix pass (the script's own ground truth)."""
-    s = rollout_seed(seed, sid, k, rnd)
+def expected_passes(policy: ScriptedPolicy, sid: str, k: int, n: int, prefix: str, seed: int = 0):
+    """Which of the first ``n`` scripted rollouts of a prefix pass (the script's own ground truth)."""
+    s = rollout_seed(seed, sid, k)
     have = len([ln for ln in prefix.splitlines() if ln.startswith("def ")])
     rate = policy.good_rate.get(have, 0.0)
     prefix_ok = "x + x" not in prefix
-    return [prefix_ok and random.Random(s * 1009 + i).random() < rate for i in range(n)]
+    return [prefix_ok and random.Random((s + i) * 1009).random() < rate for i in range(n)]
 
 
 def strip_run_meta(labels):
@@ -97,7 +95,7 @@ def test_full_labels_every_prefix_with_one_call_per_prefix(tmp_path, executor):
         code_from_continuation(
             lab.prefix,
             truncate_at_stop(
-                policy.continuation(lab.prefix, rollout_seed(0, lab.solution_id, lab.step_index, 0), i),
+                policy.continuation(lab.prefix, rollout_seed(0, lab.solution_id, lab.step_index), i),
                 sampling.stop,
             )[0],
         )
@@ -131,43 +129,87 @@ def test_a_missing_verdict_is_executed_and_a_single_step_has_only_its_verdict(tm
     assert policy.calls == [(1, 2), (1, 2)]
 
 
-def test_search_binary_searches_failing_and_skips_passing(tmp_path, executor):
-    policy = ScriptedPolicy(good_rate={1: 1.0, 2: 0.5})
-    sols = [passing_solution(0), failing_solution(1)]
-    cfg = LabelConfig(rollouts=4, strategy="search", search_round=2)
-    stats = RunStats()
+def _label(tmp_path, executor, sols, cfg, name, good_rate, stats=None):
+    policy = ScriptedPolicy(good_rate=good_rate)
     labels = label_solutions(
-        sols, [PROBLEM], policy, executor, cfg, tmp_path / "s.jsonl", show_progress=False, stats=stats
+        sols, [PROBLEM], policy, executor, cfg, tmp_path / name, show_progress=False, stats=stats
     )
+    return labels, policy
+
+
+def test_search_binary_searches_failing_and_probes_passing(tmp_path, executor):
+    sols = [passing_solution(0), failing_solution(1)]
+    stats = RunStats()
+    cfg = LabelConfig(rollouts=4, strategy="search")
+    assert cfg.rounds() == [1, 1, 2]
+    labels, policy = _label(tmp_path, executor, sols, cfg, "s.jsonl", {1: 1.0, 2: 1.0}, stats)
     by = {(lab.solution_id, lab.step_index): lab for lab in labels}
-    # passing solution: no rollouts, every prefix inferred solvable with value 1.0
+    # passing solution: prefixes probed in order, each stops at its first (passing) rollout
     for k in range(2):
         lab = by[("sq/1#0", k)]
-        assert lab.rollouts == 0 and lab.hard_label == 1 and lab.mc_value == 1.0
-        assert lab.meta["inferred"] and lab.meta["mc_interpolated"]
-    # failing solution: mid=1 gets all 4 rollouts (no pass, two rounds); mid=0 stops at round 1
-    assert policy.calls == [(1, 2), (1, 2), (1, 2)]
+        assert (lab.rollouts, lab.passed, lab.hard_label, lab.meta["early_stop"]) == (1, 1, 1, True)
+        assert lab.meta["source"] == "rollouts" and "inferred" not in lab.meta
+    # failing solution: mid=1 gets all 4 rollouts in rounds 1, 1, 2 (no pass); mid=0 stops at once
+    assert policy.calls == [(1, 1), (1, 1), (1, 1), (1, 1), (1, 2), (1, 1)]
     b1, b0 = by[("sq/1#1", 1)], by[("sq/1#1", 0)]
-    assert (b1.rollouts, b1.passed, b1.hard_label, b1.meta["rounds"]) == (4, 0, 0, 2)
-    assert (b0.rollouts, b0.passed, b0.hard_label, b0.meta["early_stop"]) == (2, 2, 1, True)
-    assert "inferred" not in b0.meta and "inferred" not in b1.meta
+    assert (b1.rollouts, b1.passed, b1.hard_label, b1.meta["rounds"]) == (4, 0, 0, 3)
+    assert (b0.rollouts, b0.passed, b0.hard_label, b0.meta["early_stop"]) == (1, 1, 1, True)
     assert first_failing_step([by[("sq/1#1", k)] for k in range(3)]) == 1
-    assert stats.rollouts == 6
+    assert stats.rollouts == 7
 
-    full = label_solutions(
-        sols,
-        [PROBLEM],
-        ScriptedPolicy(good_rate={1: 1.0, 2: 0.5}),
-        executor,
-        LabelConfig(rollouts=4),
-        tmp_path / "f.jsonl",
-        show_progress=False,
-    )
-    for sid in ("sq/1#0", "sq/1#1"):
-        assert first_failing_step([x for x in full if x.solution_id == sid]) == first_failing_step(
-            [x for x in labels if x.solution_id == sid]
-        )
+    full, _ = _label(tmp_path, executor, sols, LabelConfig(rollouts=4), "f.jsonl", {1: 1.0, 2: 1.0})
+    assert [x.hard_label for x in full] == [x.hard_label for x in labels]
     assert sum(x.tokens for x in labels) < sum(x.tokens for x in full) / 2
+
+
+def test_search_probe_finds_a_hopeless_prefix_of_a_passing_solution(tmp_path, executor):
+    # the policy never completes the first prefix, although the solution shows it can be completed
+    rate = {1: 0.0, 2: 1.0}
+    sols = [passing_solution(0)]
+    full, _ = _label(tmp_path, executor, sols, LabelConfig(rollouts=4), "f.jsonl", rate)
+    assert first_failing_step(full) == 0 and [x.hard_label for x in full] == [0, 1, 1]
+
+    probed, policy = _label(
+        tmp_path, executor, sols, LabelConfig(rollouts=4, strategy="search"), "p.jsonl", rate
+    )
+    assert first_failing_step(probed) == 0 and [x.hard_label for x in probed] == [0, 1, 1]
+    assert (probed[0].rollouts, probed[0].meta["rounds"]) == (4, 3)
+    # after the first failing step the probe stops: prefix 1 is inferred from the passing solution
+    assert probed[1].rollouts == 0 and probed[1].meta["source"] == "solution_passes"
+    assert probed[1].meta["inferred"] and probed[1].mc_value == 1.0
+    assert len(policy.calls) == 3
+
+    cfg = LabelConfig(rollouts=4, strategy="search", probe_passing=False)
+    skipped, policy = _label(tmp_path, executor, sols, cfg, "n.jsonl", rate)
+    assert policy.calls == [] and first_failing_step(skipped) is None
+    assert all(x.meta["source"] in ("solution_passes", "verdict") for x in skipped)
+
+
+def test_search_draws_the_first_rollouts_full_draws(tmp_path, executor):
+    """One seeded stream per prefix: a visited prefix sees full's first rollouts, so the labels agree."""
+    rate = {1: 0.4, 2: 0.6}
+    sols = [passing_solution(0), failing_solution(1), passing_solution(2), failing_solution(3)]
+    full, _ = _label(tmp_path, executor, sols, LabelConfig(rollouts=4), "f.jsonl", rate)
+    search, _ = _label(tmp_path, executor, sols, LabelConfig(rollouts=4, strategy="search"), "s.jsonl", rate)
+    full_log, search_log = (
+        RolloutLog(rollouts_path(tmp_path / "f.jsonl")),
+        RolloutLog(rollouts_path(tmp_path / "s.jsonl")),
+    )
+    try:
+        f_by = {(x.solution_id, x.step_index): x for x in full}
+        visited = [x for x in search if x.meta["source"] == "rollouts"]
+        assert visited
+        for lab in visited:
+            texts = [
+                t
+                for r in range(lab.meta["rounds"])
+                for t in search_log.gen[f"{lab.solution_id}@{lab.step_index}#{r}"]["texts"]
+            ]
+            assert texts == full_log.gen[f"{lab.solution_id}@{lab.step_index}#0"]["texts"][: len(texts)]
+            assert lab.hard_label == f_by[(lab.solution_id, lab.step_index)].hard_label
+    finally:
+        full_log.close()
+        search_log.close()
 
 
 def test_concurrency_batches_prefixes_of_several_solutions_in_one_call(tmp_path, executor):

@@ -88,8 +88,9 @@ class ScriptedPolicy:
         self._lock = threading.Lock()
 
     def continuation(self, prefix: str, seed: int, i: int) -> str:
+        """Sample ``i`` of ``seed`` depends on ``seed + i`` only, as the real backends seed samples."""
         have = defined(prefix)
-        good = random.Random(seed * 1009 + i).random() < self.good_rate.get(len(have), 0.0)
+        good = random.Random((seed + i) * 1009).random() < self.good_rate.get(len(have), 0.0)
         missing = [name for name in ORDER if name not in have]
         bodies = [(GOOD if good else BAD)[name] for name in missing]
         return ("\n" if prefix else "") + "\n\n".join(bodies) + "```\nThat is the program."

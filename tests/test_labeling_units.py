@@ -41,25 +41,36 @@ def test_config_rejects_bad_values_naming_the_field():
         LabelConfig(concurrency=0)
 
 
-def test_round_size_full_is_n_search_is_half_or_given():
-    assert LabelConfig(rollouts=8).round_size == 8
-    assert LabelConfig(rollouts=8, strategy="search").round_size == 4
-    assert LabelConfig(rollouts=1, strategy="search").round_size == 1
-    assert LabelConfig(rollouts=8, strategy="search", search_round=3).round_size == 3
-    assert LabelConfig(rollouts=2, strategy="search", search_round=5).round_size == 2
+def test_rounds_full_is_n_search_doubles_from_the_first_round():
+    assert LabelConfig(rollouts=8).rounds() == [8]
+    assert LabelConfig(rollouts=8, strategy="search").rounds() == [1, 1, 2, 4]
+    assert LabelConfig(rollouts=4, strategy="search").rounds() == [1, 1, 2]
+    assert LabelConfig(rollouts=1, strategy="search").rounds() == [1]
+    assert LabelConfig(rollouts=8, strategy="search", search_round=3).rounds() == [3, 3, 2]
+    assert LabelConfig(rollouts=2, strategy="search", search_round=5).rounds() == [2]
+    with pytest.raises(UserError) as exc:
+        LabelConfig(strategy="search", search_round=0)
+    assert exc.value.field == "search_round"
 
 
 def test_fingerprint_ignores_how_work_is_spread_not_what_is_sampled():
     a = LabelConfig(rollouts=4, concurrency=1)
     assert a.fingerprint() == LabelConfig(rollouts=4, concurrency=8, ray="auto").fingerprint()
     assert a.fingerprint() != LabelConfig(rollouts=4, temperature=0.2).fingerprint()
+    # settings of search only do not change what full samples
+    assert a.fingerprint() == LabelConfig(rollouts=4, search_round=2, probe_passing=False).fingerprint()
+    s = LabelConfig(rollouts=4, strategy="search")
+    assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", probe_passing=False).fingerprint()
+    assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", search_round=2).fingerprint()
 
 
-def test_rollout_seed_is_stable_and_distinct():
-    assert rollout_seed(0, "a#0", 1, 0) == rollout_seed(0, "a#0", 1, 0)
-    seeds = {rollout_seed(0, "a#0", k, r) for k in range(5) for r in range(3)}
-    assert len(seeds) == 15
-    assert rollout_seed(1, "a#0", 1, 0) != rollout_seed(0, "a#0", 1, 0)
+def test_rollout_seed_is_stable_distinct_per_prefix_and_one_stream_per_prefix():
+    assert rollout_seed(0, "a#0", 1) == rollout_seed(0, "a#0", 1)
+    streams = {rollout_seed(0, sid, k) for sid in ("a#0", "a#1") for k in range(5)}
+    assert len(streams) == 10
+    assert rollout_seed(1, "a#0", 1) != rollout_seed(0, "a#0", 1)
+    # rollout j of a prefix is sample 0 of stream + j: a round starting at rollout 3 continues it
+    assert rollout_seed(0, "a#0", 1, 3) == rollout_seed(0, "a#0", 1) + 3
 
 
 def test_infer_unvisited_zero_after_first_fail_interpolates_before():
@@ -75,6 +86,15 @@ def test_infer_unvisited_linear_between_anchors_and_passing_solution_is_one():
     assert out[2] == (1, pytest.approx(0.625))
     assert out[3] == (1, pytest.approx(0.8125))
     assert infer_unvisited(3, {2: _lab(2, 1, 1.0, num_steps=3)}, 3) == {0: (1, 1.0), 1: (1, 1.0)}
+
+
+def test_infer_unvisited_on_a_passing_solution_is_one_after_a_probed_zero():
+    # passing solution probed in order: prefix 0 solvable (0.5), prefix 1 hopeless, 2-3 unvisited
+    visited = {0: _lab(0, 1, 0.5), 1: _lab(1, 0, 0.0), 4: _lab(4, 1, 1.0, source="verdict")}
+    out = infer_unvisited(5, visited, first_fail=1, zeros_after=False)
+    assert out[2] == (1, pytest.approx(0.5 + 0.5 * 2 / 4))
+    assert out[3] == (1, pytest.approx(0.5 + 0.5 * 3 / 4))
+    assert set(out) == {2, 3}
 
 
 def test_first_failing_step():

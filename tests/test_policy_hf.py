@@ -86,6 +86,16 @@ def test_per_prompt_seed_does_not_depend_on_batch(policy):
     assert [c.text for c in mixed[1]] == [c.text for c in alone[0]]
 
 
+def test_sample_j_of_seed_s_is_sample_0_of_seed_s_plus_j(policy):
+    """Each sample has its own stream: rounds of a labelling prefix continue one another."""
+    s = SamplingParams(temperature=1.0, max_new_tokens=10, seed=0)
+    four = policy.generate([chat("for i in range", seed=50)], 4, s)[0]
+    tail = policy.generate([chat("for i in range", seed=52), chat("n", seed=7)], 2, s)[0]
+    one = policy.generate([chat("for i in range", seed=51)], 1, s)[0]
+    assert [c.text for c in four[2:]] == [c.text for c in tail]
+    assert four[1].text == one[0].text
+
+
 def test_greedy_n_returns_n_copies(policy):
     out = policy.generate([chat("def solve(n):")], 3, GREEDY)
     assert len(out[0]) == 3 and len({c.text for c in out[0]}) == 1

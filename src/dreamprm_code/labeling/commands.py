@@ -30,10 +30,17 @@ def label_command(
     ),
     rollouts: int = typer.Option(8, "--rollouts", "-n", help="continuations per step prefix (N)"),
     strategy: str = typer.Option(
-        "full", "--strategy", help=f"{' | '.join(STRATEGIES)}: every prefix, or binary search"
+        "full",
+        "--strategy",
+        help=f"{' | '.join(STRATEGIES)}: every prefix, or a search for the first failing step",
     ),
-    search_round: int | None = typer.Option(
-        None, "--search-round", help="rollouts per call under search (default N/2)"
+    search_round: int = typer.Option(
+        1, "--search-round", help="rollouts in a prefix's first round under search (later rounds double)"
+    ),
+    probe_passing: bool = typer.Option(
+        True,
+        "--probe-passing/--no-probe-passing",
+        help="under search, sample the prefixes of passing solutions up to the first failing one",
     ),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
@@ -70,6 +77,7 @@ def label_command(
         rollouts=rollouts,
         strategy=strategy,  # type: ignore[arg-type]  (checked by LabelConfig)
         search_round=search_round,
+        probe_passing=probe_passing,
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,

@@ -19,11 +19,17 @@ class LabelConfig:
 
     - ``rollouts``: N, continuations sampled per step prefix (the paper uses N per prefix).
     - ``strategy``: ``full`` runs N rollouts on every prefix but the last (the paper's recipe,
-      unbiased soft labels everywhere); ``search`` binary-searches the first prefix after which
-      the solution stops being solvable (OmegaPRM-style) and stops a prefix at its first pass.
-      See :mod:`dreamprm_code.labeling.label` for exactly what ``search`` gives up.
-    - ``search_round``: rollouts per generate call under ``search`` (a prefix stops after the
-      first round with a pass); ``None`` means ``max(1, rollouts // 2)``.
+      unbiased soft labels everywhere); ``search`` looks for the first failing step with fewer
+      rollouts: a binary search (OmegaPRM-style) on failing solutions, an in-order probe on
+      passing ones, and a prefix stops at its first passing round. See
+      :mod:`dreamprm_code.labeling.label` for exactly what ``search`` gives up.
+    - ``search_round``: rollouts in the first round of a prefix under ``search``; every later
+      round draws as many as were drawn so far (1, 1, 2, 4, ... for the default 1), capped at N.
+      A prefix stops after the first round with a pass.
+    - ``probe_passing``: under ``search``, sample the prefixes of passing solutions in order
+      until one has no passing rollout (the first failing step ``full`` would report); with
+      ``False`` they are all inferred solvable without a rollout (cheaper, but it misses the
+      prefixes on which the policy fails although the solution shows they can be completed).
     - ``temperature``, ``top_p``, ``max_new_tokens``, ``stop``: the sampling of each rollout.
     - ``seed``: base seed; each (solution, prefix, round) gets its own seed derived from it, so a
       resumed run samples what an uninterrupted one would have.
@@ -41,7 +47,8 @@ class LabelConfig:
 
     rollouts: int = 8
     strategy: Strategy = "full"
-    search_round: int | None = None
+    search_round: int = 1
+    probe_passing: bool = True
     temperature: float = 0.7
     top_p: float = 0.95
     max_new_tokens: int = 512
@@ -61,7 +68,7 @@ class LabelConfig:
             raise UserError(
                 f"strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'", field="strategy"
             )
-        if self.search_round is not None and self.search_round < 1:
+        if self.search_round < 1:
             raise UserError(f"search_round must be >= 1, got {self.search_round}", field="search_round")
         if self.concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {self.concurrency}", field="concurrency")
@@ -72,12 +79,15 @@ class LabelConfig:
         if self.ray_exec_actors < 1:
             raise UserError("ray_exec_actors must be >= 1", field="ray_exec_actors")
 
-    @property
-    def round_size(self) -> int:
-        """Rollouts per generate call: all N under ``full``, a round under ``search``."""
+    def rounds(self) -> list[int]:
+        """Rollouts per round of one prefix: ``[N]`` under ``full``; under ``search`` a first round
+        of ``search_round``, then each round as large as all before it, the last cut to reach N."""
         if self.strategy == "full":
-            return self.rollouts
-        return min(self.rollouts, self.search_round or max(1, self.rollouts // 2))
+            return [self.rollouts]
+        sizes = [min(self.rollouts, self.search_round)]
+        while sum(sizes) < self.rollouts:
+            sizes.append(min(sum(sizes), self.rollouts - sum(sizes)))
+        return sizes
 
     def sampling(self) -> Any:
         """The policy's :class:`SamplingParams` for every rollout (seeds are set per prompt)."""
@@ -96,7 +106,10 @@ class LabelConfig:
         d = asdict(self)
         for k in ("concurrency", "ray", "ray_policy_actors", "ray_policy_gpus", "ray_exec_actors"):
             d.pop(k)
-        d["round_size"] = self.round_size
+        if self.strategy == "full":  # settings of ``search`` only
+            d.pop("search_round")
+            d.pop("probe_passing")
+        d["rounds"] = self.rounds()
         return d
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,30 +12,45 @@ Strategies
 ``generate(..., n=N)`` call. Costs ``N * (steps - 1)`` rollouts per solution; every label is
 measured.
 
-``search`` (OmegaPRM-style): assumes labels are *monotone* along a solution: if prefix k can
-still be completed into a passing program, so can every shorter prefix, and if it cannot, no
-longer prefix can. Under that assumption a solution's hard labels are ``1 ... 1 0 ... 0`` and
-only the first 0 (the first failing step) is unknown:
+``search``: looks for the *first failing step* (the first prefix with no passing rollout) with
+fewer rollouts, and infers the labels it does not measure:
 
-- a passing solution is solvable at every prefix: no rollouts at all;
-- a failing solution gets a binary search for the first prefix with no passing rollout,
-  between prefix 0 and its own (failing) last prefix: about ``log2(steps)`` prefixes visited;
-- a visited prefix is sampled in rounds of ``search_round`` rollouts and stops at the first
-  round that has a pass (its hard label is then known); a prefix without a pass gets all N.
+- a visited prefix is sampled in rounds (``LabelConfig.rounds``: 1, 1, 2, 4, ... rollouts by
+  default, N in all) and stops at the first round with a pass; a prefix with no pass gets all N;
+- a failing solution gets a binary search for the first prefix with no passing rollout, between
+  prefix 0 and its own (failing) last prefix: about ``log2(steps)`` prefixes visited. This
+  assumes labels are *monotone* along the solution (if prefix k can be completed, so can every
+  shorter prefix; if it cannot, no longer prefix can);
+- a passing solution (``probe_passing``, the default) has its prefixes visited in order until
+  one has no passing rollout, which is then its first failing step; the prefixes after it are
+  inferred solvable, since the solution itself completes them. A prefix of a passing solution
+  is solvable by construction, but ``full`` labels it 0 when the policy fails N times on it; the
+  probe finds those. Most prefixes of a passing solution pass in the first round, so the probe
+  costs about one rollout per prefix. With ``probe_passing = False`` a passing solution gets no
+  rollout at all and every prefix is inferred solvable.
+
+Every prefix draws its rollouts from one seeded stream (rollout ``j`` of a prefix is sample
+``j`` of the prefix's seed, whatever the round; backends seed sample ``j`` with ``seed + j``), so
+the rollouts ``search`` draws for a prefix are the first rollouts ``full`` draws for it with the
+same settings. A prefix that ``search`` visits therefore gets the hard label ``full`` gives it
+(up to floating-point differences between batch shapes): both stop or fail on the same samples.
+The two strategies differ only in what ``search`` does not sample.
 
 What ``search`` gives up, and how the labels say so in ``meta``:
 
-- unvisited prefixes get *inferred* hard labels (``meta.inferred = true``, ``rollouts = 0``);
-  they are wrong wherever the policy's success is not monotone along the solution (a prefix
-  that full sampling would find hopeless sitting before a solvable one, or a solvable
-  prefix of a passing solution on which N samples all fail);
+- unvisited prefixes get *inferred* hard labels (``meta.inferred = true``, ``rollouts = 0``,
+  ``meta.source``: ``monotone`` on failing solutions, ``solution_passes`` on passing ones). On
+  a failing solution they are wrong wherever the policy's success is not monotone (a prefix
+  that full sampling would find hopeless before a solvable one, or a solvable one after a
+  hopeless one). On a passing solution only the prefixes after the first failing step are
+  inferred (1); ``full`` may find a later prefix hopeless too;
 - their ``mc_value`` is interpolated (``meta.mc_interpolated = true``): 0.0 after the first
-  failing step, and linear interpolation between the measured values of the visited solvable
-  prefixes (the last prefix counting as measured) before it, constant beyond the outermost;
-  for a passing solution that is 1.0 everywhere, an optimistic soft label;
+  failing step of a failing solution, else linear interpolation between the measured values
+  of the visited solvable prefixes (the last prefix of a passing solution counting as 1.0),
+  constant beyond the outermost;
 - a visited prefix that stopped at its first passing round (``meta.early_stop = true``) has
   ``mc_value = passed / rollouts_run`` over fewer than N rollouts: a noisier estimate, biased
-  upward by the stopping rule.
+  upward by the stopping rule (a first-round pass gives 1.0).
 
 The hard labels, and hence the first failing step, are what ``search`` is for; use ``full``
 when the soft values themselves matter.
@@ -44,8 +59,8 @@ Resumability: labels go to ``out`` through :class:`dreamprm_code.io.JsonlAppende
 ``StepLabel.key``; every generate call's texts go to the rollout log before execution and
 every verdict after it (:mod:`dreamprm_code.labeling.rolloutlog`). A killed run, rerun with
 the same settings, skips finished labels, re-reads logged rounds instead of sampling them
-again, and derives every seed from (seed, solution, step, round), so it ends with the labels an
-uninterrupted run writes.
+again, and derives every seed from (seed, solution, step) and the rollout's index, so it ends with the
+labels an uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -78,10 +93,17 @@ def label_key(record: dict[str, Any]) -> str:
     return f"{record['solution_id']}@{record['step_index']}"
 
 
-def rollout_seed(base: int, solution_id: str, step_index: int, round_index: int) -> int:
-    """A seed per (solution, prefix, round), independent of batching and of earlier kills."""
-    digest = hashlib.sha256(f"{base}\0{solution_id}\0{step_index}\0{round_index}".encode()).hexdigest()
-    return int(digest[:8], 16) & 0x7FFFFFFF
+def rollout_seed(base: int, solution_id: str, step_index: int, first: int = 0) -> int:
+    """The seed of a prompt whose sample 0 is rollout ``first`` of a prefix's stream.
+
+    A prefix's stream seed depends on (base, solution, prefix) only, so it is independent of
+    batching and of earlier kills; rollout ``j`` is sample 0 of seed ``stream + j`` (backends
+    seed sample ``i`` of a prompt with ``seed + i``), so the rounds of ``search`` draw the
+    first rollouts ``full`` draws.
+    """
+    key = "\0".join((str(base), solution_id, str(step_index), "0"))
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return (int(digest[:8], 16) & 0x7FFFFFFF) + first
 
 
 @dataclass
@@ -152,13 +174,13 @@ class _Labeler:
         self.emit = emit
 
     # -- labels -------------------------------------------------------------------------
-    def request(self, st: _SolutionState, k: int, rnd: int, n: int) -> Request:
+    def request(self, st: _SolutionState, k: int, rnd: int, n: int, first: int = 0) -> Request:
         return Request(
             solution_id=st.id,
             step_index=k,
             round=rnd,
             n=n,
-            seed=rollout_seed(self.config.seed, st.id, k, rnd),
+            seed=rollout_seed(self.config.seed, st.id, k, first),
             prefix=st.prefixes[k],
             problem=st.problem,
         )
@@ -243,17 +265,15 @@ class _Labeler:
         self.put(st, self.final_label(st))
 
     def _visit(self, st: _SolutionState, k: int) -> Generator[list[Request], list[RoundResult], StepLabel]:
+        """Sample prefix ``k`` round by round until a round has a pass or N rollouts are drawn."""
         if k in st.existing:
             return st.existing[k]
         results: list[RoundResult] = []
         done = 0
-        rnd = 0
-        while done < self.config.rollouts:
-            n = min(self.config.round_size, self.config.rollouts - done)
-            (res,) = yield [self.request(st, k, rnd, n)]
+        for rnd, n in enumerate(self.config.rounds()):
+            (res,) = yield [self.request(st, k, rnd, n, first=done)]
             results.append(res)
             done += n
-            rnd += 1
             if res.passed:
                 break
         return self.put(st, self.rollout_label(st, k, results))
@@ -273,7 +293,14 @@ class _Labeler:
                 else:
                     hi = mid
             first_fail = hi
-        for k, label in infer_unvisited(st.num_steps, visited, first_fail).items():
+        elif self.config.probe_passing:
+            for k in range(last):
+                visited[k] = yield from self._visit(st, k)
+                if not visited[k].hard_label:
+                    first_fail = k
+                    break
+        passing = bool(final.hard_label)
+        for k, label in infer_unvisited(st.num_steps, visited, first_fail, zeros_after=not passing).items():
             self.put(
                 st,
                 StepLabel(
@@ -284,27 +311,38 @@ class _Labeler:
                     hard_label=label[0],
                     tokens=0,
                     meta=self._meta(
-                        st, k, source="monotone", inferred=True, mc_interpolated=True, first_fail=first_fail
+                        st,
+                        k,
+                        source="solution_passes" if passing else "monotone",
+                        inferred=True,
+                        mc_interpolated=True,
+                        first_fail=first_fail,
                     ),
                 ),
             )
 
 
 def infer_unvisited(
-    num_steps: int, visited: dict[int, StepLabel], first_fail: int
+    num_steps: int, visited: dict[int, StepLabel], first_fail: int, *, zeros_after: bool = True
 ) -> dict[int, tuple[int, float]]:
     """Hard label and interpolated MC value of each prefix the search did not sample.
 
-    Prefixes from ``first_fail`` on are 0 / 0.0. Before it, the hard label is 1 and the value
-    interpolates linearly between the nearest visited solvable prefixes (constant past the
-    outermost one; 1.0 when none was visited).
+    With ``zeros_after`` (a failing solution, labels assumed monotone) prefixes from
+    ``first_fail`` on are 0 / 0.0; without it (a passing solution, which completes every one of
+    its prefixes) every unvisited prefix is 1. A prefix labelled 1 gets the value interpolated
+    linearly between the nearest visited solvable prefixes (constant past the outermost one;
+    1.0 when none was visited).
     """
-    anchors = sorted((k, lab.mc_value) for k, lab in visited.items() if lab.hard_label and k < first_fail)
+    anchors = sorted(
+        (k, lab.mc_value)
+        for k, lab in visited.items()
+        if lab.hard_label and (k < first_fail or not zeros_after)
+    )
     out: dict[int, tuple[int, float]] = {}
     for k in range(num_steps):
         if k in visited:
             continue
-        if k >= first_fail:
+        if zeros_after and k >= first_fail:
             out[k] = (0, 0.0)
             continue
         left = [(i, v) for i, v in anchors if i < k]

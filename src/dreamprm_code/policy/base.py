@@ -25,7 +25,9 @@ class Prompt:
     ``prefill`` is the start of the assistant's reply; the model continues it and the returned
     :class:`Completion` holds only the continuation (the caller knows the prefix). ``seed``
     overrides :attr:`SamplingParams.seed` for this prompt, so a problem's samples do not depend
-    on which other prompts share its batch (resumed runs reproduce uninterrupted ones).
+    on which other prompts share its batch (resumed runs reproduce uninterrupted ones); sample
+    ``j`` of a prompt uses seed ``seed + j`` where the backend seeds samples one by one (the
+    in-process ``transformers`` backend always; the OpenAI client when it asks one per request).
     """
 
     messages: list[dict[str, str]] | None = None

@@ -5,9 +5,12 @@ together with other prompts (left padding) up to ``batch_size`` sequences per ca
 0.5B policy decodes about 5 tokens/s for one sequence and 25 tokens/s for 16, since a decoding
 step is bound by reading the weights, not by arithmetic.
 
-Sampling is done by :class:`SeededSampler`, not by ``generate``'s global generator: every prompt
-has its own ``torch.Generator`` (seeded from the prompt's seed, else the call's seed), so a
-sample does not depend on which other prompts happened to share its batch.
+Sampling is done by :class:`SeededSampler`, not by ``generate``'s global generator: every sample
+has its own ``torch.Generator``, seeded ``s + j`` for sample ``j`` of a prompt whose seed is ``s``
+(the prompt's seed, else the call's seed; the OpenAI client sends the same ``seed + j``). So a
+sample depends neither on which other prompts share its batch nor on how many samples its
+prompt asks for: samples ``j .. j+m-1`` of seed ``s`` are the ``m`` samples of seed ``s + j``,
+which lets the labeller draw a prefix's rollouts in rounds that are prefixes of one stream.
 """
 
 from __future__ import annotations
@@ -72,12 +75,13 @@ class StopOnText:
 
 
 class SeededSampler:
-    """A logits processor that samples each row with its prompt's own generator.
+    """A logits processor that samples each row with its own generator.
 
     It applies temperature and nucleus (top-p) filtering, draws the token by inverse CDF from a
     uniform of the row's generator, and returns logits that are ``-inf`` everywhere but the drawn
-    token, so ``generate`` in greedy mode just takes it. Row ``b * n + j`` is sample ``j`` of
-    prompt ``b``; prompt ``b`` draws ``n`` uniforms per step from its generator, whatever the batch.
+    token, so ``generate`` in greedy mode just takes it. ``generators`` holds one generator per
+    group of ``n`` consecutive rows, each drawing ``n`` uniforms per step (``n = 1``: one
+    generator per row, what :class:`HFPolicy` uses), whatever the batch.
     """
 
     def __init__(self, generators: list[Any], n: int, temperature: float, top_p: float) -> None:
@@ -233,11 +237,13 @@ class HFPolicy:
 
             generators = []
             for seed in seeds or [None] * len(texts):
-                g = torch.Generator()
-                g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
-                generators.append(g)
+                base = int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)))
+                for j in range(per):  # sample j of seed s draws from seed s + j
+                    g = torch.Generator()
+                    g.manual_seed((base + j) % 2**63)
+                    generators.append(g)
             kwargs["logits_processor"] = LogitsProcessorList(
-                [SeededSampler(generators, per, sampling.temperature, sampling.top_p)]
+                [SeededSampler(generators, 1, sampling.temperature, sampling.top_p)]
             )
         if sampling.stop:
             from transformers import StoppingCriteriaList
