@@ -4,7 +4,13 @@
 in the same run, on SmolLM2-135M + LoRA (the embedded CPU PRM backbone) with real candidate
 solutions from ``../shared/data/pools/apps-mapcoder`` as inputs. Each mode runs in its own
 subprocess so that peak RSS is its own. Prints the outer step's cost and the smallest M
-(outer step every M inner steps) that keeps the overhead within 1.5x time.
+(outer step every M inner steps) that keeps the overhead within 1.5x time, and three memory
+figures: the whole process's peak RSS (``none`` process vs ``labels`` process), the peak RSS of
+each step in the ``labels`` process (VmHWM reset before every inner and outer step: inner steps
+alone are what a ``none`` run does, so their peak is the baseline in the same process), and with
+``--live`` the peak bytes of live tensors created during each step (no allocator slack; slows
+every op, so a ``--live`` run's times are not comparable). ``--micro-batch 0`` runs the outer
+step on whole batches (the behaviour before micro-batching).
 
 ``correct``: a controlled experiment on a tiny random backbone: sequences whose class is set by
 their last token, a known share of training labels flipped, a meta set of other sequences with
@@ -19,6 +25,7 @@ and held-out AUC; mean and 95% t-interval over seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -36,6 +43,81 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 # --- cost ----------------------------------------------------------------------------------
+def _status_mb(key: str) -> float:
+    """A ``/proc/self/status`` figure (VmRSS, VmHWM) in MB; NaN where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so that the next peak is one step's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _LiveTensorPeak:
+    """Peak bytes of tensor storages created inside the ``with`` block and still alive.
+
+    A ``TorchDispatchMode`` sees every op's outputs (backward included: CPU autograd runs on this
+    thread); storages that already existed (parameters, optimizer state) and views of them are
+    not counted. What it measures is what any allocator must hold at least, free of malloc slack.
+    Adds Python overhead to every op: times taken under it are not reported.
+    """
+
+    def __init__(self, known: set[int]) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        outer = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor):
+                        outer._see(t)
+                return out
+
+        self._mode = _Mode()
+        self.known = known
+        self.live = 0
+        self.peak = 0
+        self._alive: dict[int, int] = {}
+        self._refs: list = []
+
+    def _see(self, t: torch.Tensor) -> None:
+        import weakref
+
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr in self.known or ptr in self._alive or st.nbytes() == 0:
+            return
+        self._alive[ptr] = st.nbytes()
+        self.live += st.nbytes()
+        self.peak = max(self.peak, self.live)
+        self._refs.append(weakref.ref(st, lambda _r, p=ptr: self._free(p)))
+
+    def _free(self, ptr: int) -> None:
+        self.live -= self._alive.pop(ptr, 0)
+
+    def __enter__(self) -> _LiveTensorPeak:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)
+
+
 def _real_examples(n: int, max_length: int, fmt):
     """Training-like examples from real pool candidates (steps from cof), targets = verdict."""
     from dreamprm_code.data import load_problems, load_solutions
@@ -76,33 +158,58 @@ def _cost_worker(mode: str, args: dict, queue) -> None:
     methods = tuple(args["methods"].split(",")) if mode != "none" else ()
     corrs = {
         m: make_correction(
-            mode, init, {"every": args["every"], "meta_lr": 0.1, "jvp": m}, meta_fn=meta_logits
+            mode,
+            init,
+            {"every": args["every"], "meta_lr": 0.1, "jvp": m, "micro_batch": args["micro_batch"]},
+            meta_fn=meta_logits,
         )
         for m in methods
     }
     plain = make_correction("none", init)
     params = [p for _, p in prm.trainable_parameters()]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    inner, tokens = [], []
+    inner, tokens, inner_hwm, inner_live = [], [], [], []
     outer: dict[str, list[float]] = {m: [] for m in methods}
+    outer_hwm: dict[str, list[float]] = {m: [] for m in methods}
+    outer_live: dict[str, list[float]] = {m: [] for m in methods}
+    known = {p.untyped_storage().data_ptr() for p in prm.parameters()}
+    known |= {b.untyped_storage().data_ptr() for b in prm.buffers()}
+
+    def live() -> _LiveTensorPeak | contextlib.nullcontext:
+        return _LiveTensorPeak(known) if args["live"] else contextlib.nullcontext()
+
     prm.train()
+    rss_start = _status_mb("VmRSS")
     for step in range(1, args["steps"] + 1):
         batch = collate(train[(step - 1) * args["batch"] : step * args["batch"]], prm.pad_id)
         lo = (step - 1) * args["meta_batch"] % max(1, len(meta) - args["meta_batch"])
         mbatch = collate(meta[lo : lo + args["meta_batch"]], prm.pad_id)
+        _reset_peak_rss()
         t0 = time.perf_counter()
-        targets, weights = (next(iter(corrs.values())) if corrs else plain).targets(batch)
-        loss = step_loss(prm.step_logits(batch), targets, weights, "bce")
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        with live() as tracker:
+            targets, weights = (next(iter(corrs.values())) if corrs else plain).targets(batch)
+            loss = step_loss(prm.step_logits(batch), targets, weights, "bce")
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            del loss
         inner.append(time.perf_counter() - t0)
+        inner_hwm.append(_status_mb("VmHWM"))
+        inner_live.append(tracker.peak / 2**20 if tracker else float("nan"))
+        known |= {s["exp_avg"].untyped_storage().data_ptr() for s in opt.state.values() if "exp_avg" in s}
+        known |= {
+            s["exp_avg_sq"].untyped_storage().data_ptr() for s in opt.state.values() if "exp_avg_sq" in s
+        }
         tokens.append(batch.num_tokens)
         if step % args["every"] == 0:
             for m, corr in corrs.items():
+                _reset_peak_rss()
                 t1 = time.perf_counter()
-                log = corr.outer_step(prm, batch, mbatch, inner_lr=1e-3)
+                with live() as tracker:
+                    log = corr.outer_step(prm, batch, mbatch, inner_lr=1e-3)
                 outer[m].append(time.perf_counter() - t1)
+                outer_hwm[m].append(_status_mb("VmHWM"))
+                outer_live[m].append(tracker.peak / 2**20 if tracker else float("nan"))
                 assert log["jvp_method"] == m
     queue.put(
         {
@@ -110,6 +217,11 @@ def _cost_worker(mode: str, args: dict, queue) -> None:
             "inner_s": inner,
             "outer_s": outer,
             "tokens": tokens,
+            "rss_before_steps_mb": rss_start,
+            "inner_peak_rss_mb": inner_hwm,
+            "outer_peak_rss_mb": outer_hwm,
+            "inner_live_mb": inner_live,
+            "outer_live_mb": outer_live,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
     )
@@ -120,7 +232,19 @@ def bench_cost(args: argparse.Namespace) -> dict:
     res = {}
     opts = {
         k: getattr(args, k)
-        for k in ("backbone", "precision", "max_length", "batch", "meta_batch", "steps", "every", "threads", "methods")
+        for k in (
+            "backbone",
+            "precision",
+            "max_length",
+            "batch",
+            "meta_batch",
+            "steps",
+            "every",
+            "threads",
+            "methods",
+            "micro_batch",
+            "live",
+        )
     }
     for mode in ("none", "labels"):
         q = ctx.Queue()
@@ -157,10 +281,27 @@ def bench_cost(args: argparse.Namespace) -> dict:
             f"smallest M for 1.5x: {m_min[m]}"
         )
     print(
-        f"peak RSS (JVP {args.methods} in the labels process): labels {lab['peak_rss_mb']:.0f} MB vs none "
-        f"{base['peak_rss_mb']:.0f} MB  ratio {ratio_mem:.2f}x (target <= 1.2x)"
+        f"peak RSS of the whole process (JVP {args.methods} in the labels process): labels "
+        f"{lab['peak_rss_mb']:.0f} MB vs none {base['peak_rss_mb']:.0f} MB  ratio {ratio_mem:.2f}x (target <= 1.2x)"
     )
-    return {"none": base, "labels": lab, "ratio_mem": ratio_mem, "m_min": m_min}
+    inner_peak = max(lab["inner_peak_rss_mb"])
+    res = {"none": base, "labels": lab, "ratio_mem": ratio_mem, "m_min": m_min}
+    for m, peaks in lab["outer_peak_rss_mb"].items():
+        step_peak = max([inner_peak, *peaks])
+        print(
+            f"peak RSS per step, labels process (RSS before the first step {lab['rss_before_steps_mb']:.0f} MB): "
+            f"inner steps {inner_peak:.0f} MB, outer steps (JVP {m}) {max(peaks):.0f} MB; "
+            f"with labels {step_peak:.0f} vs none (its inner steps) {inner_peak:.0f} MB = {step_peak / inner_peak:.2f}x"
+        )
+        res[f"ratio_step_rss_{m}"] = step_peak / inner_peak
+    if args.live:
+        inner_live = max(lab["inner_live_mb"])
+        for m, peaks in lab["outer_live_mb"].items():
+            print(
+                f"live-tensor peak of the step (new storages, no malloc slack): inner {inner_live:.0f} MB, "
+                f"outer (JVP {m}) {max(peaks):.0f} MB = {max(peaks) / inner_live:.2f}x of the inner step's"
+            )
+    return res
 
 
 # --- correct -------------------------------------------------------------------------------
@@ -298,8 +439,22 @@ def main() -> None:
     c.add_argument("--meta-batch", dest="meta_batch", type=int, default=4)
     c.add_argument("--steps", type=int, default=9)
     c.add_argument("--every", type=int, default=8)
-    c.add_argument("--methods", default="fd", help="JVP methods timed in the labels process (comma-separated)")
+    c.add_argument(
+        "--methods", default="fd", help="JVP methods timed in the labels process (comma-separated)"
+    )
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument(
+        "--micro-batch",
+        dest="micro_batch",
+        type=int,
+        default=1,
+        help="sequences per forward in the outer step",
+    )
+    c.add_argument(
+        "--live",
+        action="store_true",
+        help="also track live tensor bytes per step (slows every op: no timings)",
+    )
     c.add_argument("--json", type=Path)
     k = sub.add_parser("correct")
     k.add_argument("--seeds", type=int, default=3)

@@ -121,6 +121,7 @@ def _fd_grad(model, batch, meta, values, which, eta, loss, h=1e-5):
     return grads
 
 
+@pytest.mark.parametrize("micro_batch", [0, 1, 3])
 @pytest.mark.parametrize(
     ("mode", "loss", "method"),
     [
@@ -131,7 +132,9 @@ def _fd_grad(model, batch, meta, values, which, eta, loss, h=1e-5):
         ("labels", "bce", "fd"),
     ],
 )
-def test_hypergradient_matches_finite_difference_of_unrolled_objective(tokenizer, mode, loss, method):
+def test_hypergradient_matches_finite_difference_of_unrolled_objective(
+    tokenizer, mode, loss, method, micro_batch
+):
     torch.manual_seed(0)
     model = _prm(tokenizer, dtype=torch.float64)
     rng = random.Random(1)
@@ -155,6 +158,7 @@ def test_hypergradient_matches_finite_difference_of_unrolled_objective(tokenizer
         method=method,
         fd_eps=1e-6,
         loss=loss,
+        micro_batch=micro_batch,
     )
     assert look.method == method
     analytic = corr.grad_of(look.jvp, look.dl_dz, look.dl_dzdy, look.scale, batch)
@@ -165,6 +169,40 @@ def test_hypergradient_matches_finite_difference_of_unrolled_objective(tokenizer
     # the sign matters most: every sizeable entry agrees
     big = numeric.abs() > 0.05 * numeric.abs().max()
     assert torch.equal(torch.sign(analytic[big]), torch.sign(numeric[big]))
+
+
+@pytest.mark.parametrize("method", ["forward", "fd"])
+def test_micro_batches_change_no_value_of_the_lookahead(tokenizer, method):
+    """Accumulating over micro-batches (cut to their own length) gives the whole batch's numbers."""
+    torch.manual_seed(0)
+    model = _prm(tokenizer, dtype=torch.float64)
+    rng = random.Random(7)
+    batch = _batch(rng, 5, len(tokenizer))
+    meta = _batch(rng, 5, len(tokenizer), meta=True)
+    w = torch.linspace(0.5, 1.5, batch.num_steps, dtype=torch.float64)
+    looks = [
+        lookahead(
+            model,
+            batch,
+            batch.targets.double(),
+            w,
+            meta,
+            0.5,
+            logits_fn=logits64,
+            meta_fn=meta64,
+            method=method,
+            fd_eps=1e-6,
+            micro_batch=mb,
+        )
+        for mb in (0, 1, 2, 5)
+    ]
+    ref = looks[0]
+    for look in looks[1:]:
+        assert torch.allclose(look.z, ref.z, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(look.jvp, ref.jvp, rtol=1e-6, atol=1e-9 * float(ref.jvp.abs().max()))
+        assert math.isclose(look.meta_loss, ref.meta_loss, rel_tol=1e-10)
+        assert math.isclose(look.train_loss, ref.train_loss, rel_tol=1e-10)
+        assert math.isclose(look.v_norm, ref.v_norm, rel_tol=1e-9)
 
 
 def test_outer_step_moves_parameters_against_the_chained_hypergradient(tokenizer):

@@ -57,6 +57,8 @@ class CorrectionConfig:
     ``normaliser``: Adam's second moment per entry (``entry``, textbook lazy Adam) or one running
     mean over all entries (``global``), which keeps the relative size of the hypergradients of
     different labels instead of moving every touched label by about ``meta_lr``.
+    ``micro_batch``: sequences per forward pass in the outer step (0 = the whole batch at once);
+    the hypergradient is the same, the outer step's peak memory smaller (docs/label-correction.md).
     """
 
     mode: str = "labels"
@@ -73,6 +75,7 @@ class CorrectionConfig:
     fd_eps: float = 1e-3
     trajectory_size: int = 64
     seed: int = 0
+    micro_batch: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -86,6 +89,7 @@ class CorrectionConfig:
             ("max_weight", self.max_weight > 0, "positive"),
             ("fd_eps", self.fd_eps > 0, "positive"),
             ("trajectory_size", self.trajectory_size >= 0, "at least 0"),
+            ("micro_batch", self.micro_batch >= 0, "at least 0"),
         ]
         for name, ok, what in checks:
             if not ok:
@@ -278,6 +282,7 @@ class Correction:
             method=self._jvp_method,
             fd_eps=self.config.fd_eps,
             loss=self.config.loss,
+            micro_batch=self.config.micro_batch,
         )
         self._jvp_method = look.method  # after one fallback to differences, stay there
         ids = _ids_of(train_batch).to("cpu", torch.long)

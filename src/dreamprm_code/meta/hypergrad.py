@@ -25,9 +25,10 @@ correction modes turn them into gradients of their own parameters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,72 @@ def call_with(
     return functional_call(bound, {f"model.{n}": t for n, t in params.items()}, (batch,), strict=False)
 
 
+#: The per-step tensors of a ``StepBatch``-like record, in the order of its scored steps.
+_STEP_FIELDS = ("step_batch_index", "step_token_index", "targets", "label_ids", "is_final", "step_index")
+#: A micro-batch and the positions of its scored steps in the whole batch (None: the whole batch).
+Chunk = tuple[Any, Tensor | None]
+
+
+def split_batch(batch: Any, size: int) -> list[Chunk]:
+    """Micro-batches of at most ``size`` sequences, each cut to its own longest sequence.
+
+    Returns ``[(micro_batch, positions)]`` where ``positions`` index the micro-batch's scored
+    steps in the whole batch's step order. ``size`` 0, or a batch that is not a ``StepBatch``-like
+    dataclass, gives ``[(batch, None)]``. Sequences without a scored step are left out: they add
+    nothing to any loss or logit. Splitting changes no value, only how many activations are alive
+    at once (every loss here is a sum over steps or sequences).
+    """
+    names = ("input_ids", "attention_mask", *_STEP_FIELDS)
+    if size <= 0 or not dataclasses.is_dataclass(batch) or not all(hasattr(batch, n) for n in names):
+        return [(batch, None)]
+    n_seq = int(batch.input_ids.shape[0])
+    if n_seq <= size:
+        return [(batch, None)]
+    sbi = batch.step_batch_index
+    out: list[Chunk] = []
+    for lo in range(0, n_seq, size):
+        hi = min(lo + size, n_seq)
+        sel = (sbi >= lo) & (sbi < hi)
+        if not bool(sel.any()):
+            continue
+        mask = batch.attention_mask[lo:hi]
+        cols = mask.bool().any(0).nonzero()
+        width = max(int(cols.max()) + 1 if cols.numel() else 0, int(batch.step_token_index[sel].max()) + 1)
+        fields = {n: getattr(batch, n)[sel] for n in _STEP_FIELDS}
+        fields["step_batch_index"] = fields["step_batch_index"] - lo
+        extra = {
+            n: list(getattr(batch, n))[lo:hi]
+            for n in ("solution_ids", "problem_ids")
+            if len(getattr(batch, n, ())) == n_seq
+        }
+        chunk = dataclasses.replace(
+            batch, input_ids=batch.input_ids[lo:hi, :width], attention_mask=mask[:, :width], **fields, **extra
+        )
+        out.append((chunk, sel.nonzero().flatten()))
+    return out
+
+
+def _assemble(parts: Sequence[tuple[Tensor | None, Tensor]]) -> Tensor:
+    """The whole batch's ``[S]`` vector from the micro-batches' pieces."""
+    if not parts:
+        return torch.zeros(0)
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1]
+    first = parts[0][1]
+    n = sum(int(piece.numel()) for _, piece in parts)
+    out = torch.zeros(n, dtype=first.dtype, device=first.device)
+    for pos, piece in parts:
+        assert pos is not None
+        out[pos.to(out.device)] = piece
+    return out
+
+
+def _add_grads(acc: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
+    for k, g in enumerate(grads):
+        if g is not None:
+            acc[k] = g if acc[k] is None else acc[k] + g  # type: ignore[operator]
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Dropout off during the outer step, so the look-ahead and the JVP see one function."""
@@ -172,14 +239,21 @@ def _low_precision(model: nn.Module) -> bool:
 
 
 def _jvp_forward(
-    model: nn.Module, logits_fn: LogitsFn, theta: dict[str, Tensor], v: dict[str, Tensor], batch: Any
+    model: nn.Module,
+    logits_fn: LogitsFn,
+    theta: dict[str, Tensor],
+    v: dict[str, Tensor],
+    chunks: Sequence[Chunk],
 ) -> Tensor:
     names = list(theta)
     primals = {n: theta[n].detach() for n in names}
     tangents = {n: v[n].to(theta[n].dtype) for n in names}
+    parts = []
     with _math_attention():
-        _, dz = jvp(lambda p: call_with(model, logits_fn, p, batch), (primals,), (tangents,))
-    return dz.to(_acc(dz.dtype))
+        for chunk, pos in chunks:
+            _, dz = jvp(lambda p, c=chunk: call_with(model, logits_fn, p, c), (primals,), (tangents,))
+            parts.append((pos, dz.detach().to(_acc(dz.dtype))))
+    return _assemble(parts)
 
 
 def _jvp_fd(
@@ -187,22 +261,31 @@ def _jvp_fd(
     logits_fn: LogitsFn,
     theta: dict[str, Tensor],
     v: dict[str, Tensor],
-    batch: Any,
+    chunks: Sequence[Chunk],
     rel_eps: float,
 ) -> Tensor:
-    """Central difference; the step is ``rel_eps`` of the parameters' norm along unit v."""
+    """Central difference; the step is ``rel_eps`` of the parameters' norm along unit v.
+
+    Plain forward passes (no graph); theta + e v and theta - e v are built one at a time.
+    """
     theta_norm = math.sqrt(sum(float(t.detach().to(_acc(t.dtype)).pow(2).sum()) for t in theta.values()))
     v_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in v.values()))
     if v_norm == 0.0:
         return torch.zeros(0)
     eps = rel_eps * max(theta_norm, 1.0) / v_norm
-    plus = {n: (theta[n].detach().to(v[n].dtype) + eps * v[n]).to(theta[n].dtype) for n in theta}
-    minus = {n: (theta[n].detach().to(v[n].dtype) - eps * v[n]).to(theta[n].dtype) for n in theta}
+    out = []
     with torch.no_grad():
-        zp = call_with(model, logits_fn, plus, batch)
-        zm = call_with(model, logits_fn, minus, batch)
-        zp, zm = zp.to(_acc(zp.dtype)), zm.to(_acc(zm.dtype))
-    return (zp - zm) / (2 * eps)
+        for sign in (1.0, -1.0):
+            moved = {
+                n: (theta[n].detach().to(v[n].dtype) + sign * eps * v[n]).to(theta[n].dtype) for n in theta
+            }
+            parts = []
+            for chunk, pos in chunks:
+                z = call_with(model, logits_fn, moved, chunk)
+                parts.append((pos, z.to(_acc(z.dtype))))
+            del moved
+            out.append(_assemble(parts))
+    return (out[0] - out[1]) / (2 * eps)
 
 
 def lookahead(
@@ -218,6 +301,7 @@ def lookahead(
     method: str = "auto",
     fd_eps: float = 1e-3,
     loss: str = "bce",
+    micro_batch: int = 1,
 ) -> Lookahead:
     """One unrolled look-ahead step and the JVP ``<grad L_meta(theta'), dz_i/dtheta>`` for every i.
 
@@ -225,39 +309,79 @@ def lookahead(
     ``fd`` when every weight is fp32/fp64 (cheaper: two plain forward passes; accurate there),
     forward mode for bf16/fp16 models, falling back to ``fd`` when an operator has no
     forward-mode formula.
+    ``micro_batch``: sequences per forward pass (0 = the whole batch at once). The train and
+    meta losses are sums over steps and solutions, so their gradients are accumulated over
+    micro-batches and the result is the same; only the activations alive at once shrink, which
+    keeps the outer step's peak memory below the inner step's.
     Parameters keep their dtype in every forward pass; the update theta', the tangent v, the
     JVP and everything derived from them are fp32, so bf16 models get fp32 hypergradients.
     The model's parameters and ``.grad`` are never modified.
     """
     theta = trainable_parameters(model)
+    params = list(theta.values())
+    train_chunks = split_batch(train_batch, micro_batch)
+    n_steps = int(targets.numel())
     with _eval_mode(model):
-        z = logits_fn(model, train_batch)
-        l_train = train_loss(z, targets, weights, loss)
-        grads = torch.autograd.grad(l_train, list(theta.values()), allow_unused=True)
-        z = z.detach().to(_acc(z.dtype))
+        # gradient of the train loss at theta, accumulated over micro-batches
+        grads: list[Tensor | None] = [None] * len(params)
+        z_parts = []
+        l_train = 0.0
+        for chunk, pos in train_chunks:
+            zc = logits_fn(model, chunk)
+            idx = None if pos is None else pos.to(targets.device)
+            t = targets if idx is None else targets[idx]
+            w = None if weights is None else (weights if idx is None else weights[idx.to(weights.device)])
+            lc = train_loss(zc, t, w, loss) * (zc.numel() / max(n_steps, 1))
+            _add_grads(grads, torch.autograd.grad(lc, params, allow_unused=True))
+            l_train += float(lc.detach())
+            z_parts.append((pos, zc.detach().to(_acc(zc.dtype))))
+            del zc, lc
+        z = _assemble(z_parts)
+        del z_parts
         theta_new = {}
         for (n, p), g in zip(theta.items(), grads, strict=True):
             acc = _acc(p.dtype)
             upd = p.detach().to(acc) if g is None else p.detach().to(acc) - inner_lr * g.to(acc)
             theta_new[n] = upd.to(p.dtype).requires_grad_(True)
-        meta_z, verdicts = call_with(model, meta_fn, theta_new, meta_batch)
-        meta_z = meta_z.to(_acc(meta_z.dtype))
-        meta_loss = F.binary_cross_entropy_with_logits(meta_z, verdicts.to(meta_z.device, meta_z.dtype))
-        vs = torch.autograd.grad(meta_loss, list(theta_new.values()), allow_unused=True)
+        del grads
+        # v = grad of the mean meta BCE at theta', accumulated as a sum and divided once
+        meta_chunks = split_batch(meta_batch, micro_batch)
+        v_sum: list[Tensor | None] = [None] * len(theta_new)
+        meta_sum, n_meta = 0.0, 0
+        for chunk, _ in meta_chunks:
+            try:
+                meta_z, verdicts = call_with(model, meta_fn, theta_new, chunk)
+            except ValueError:
+                if len(meta_chunks) == 1:
+                    raise
+                continue  # this micro-batch has no final step with a verdict; others may
+            if meta_z.numel() == 0:
+                continue
+            meta_z = meta_z.to(_acc(meta_z.dtype))
+            lm = F.binary_cross_entropy_with_logits(
+                meta_z, verdicts.to(meta_z.device, meta_z.dtype), reduction="sum"
+            )
+            _add_grads(v_sum, torch.autograd.grad(lm, list(theta_new.values()), allow_unused=True))
+            meta_sum += float(lm.detach())
+            n_meta += int(meta_z.numel())
+            del meta_z, lm
+        if n_meta == 0:
+            raise ValueError("the meta batch has no final step with a verdict")
         v = {
             n: torch.zeros_like(theta_new[n], dtype=_acc(theta_new[n].dtype))
             if g is None
-            else g.to(_acc(g.dtype))
-            for n, g in zip(theta_new, vs, strict=True)
+            else g.to(_acc(g.dtype)) / n_meta
+            for n, g in zip(theta_new, v_sum, strict=True)
         }
-        del theta_new, vs, grads
+        meta_loss = meta_sum / n_meta
+        del theta_new, v_sum
         v_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in v.values()))
         used = method
         if method == "auto" and not _low_precision(model):
             used = "fd"  # fp32/fp64: two plain forward passes are cheaper than forward-mode AD
         if used in ("auto", "forward"):
             try:
-                dz = _jvp_forward(model, logits_fn, theta, v, train_batch)
+                dz = _jvp_forward(model, logits_fn, theta, v, train_chunks)
                 used = "forward"
             except (NotImplementedError, RuntimeError) as exc:
                 if method == "forward":
@@ -268,7 +392,7 @@ def lookahead(
                 )
                 used = "fd"
         if used == "fd":
-            dz = _jvp_fd(model, logits_fn, theta, v, train_batch, fd_eps)
+            dz = _jvp_fd(model, logits_fn, theta, v, train_chunks, fd_eps)
             if dz.numel() == 0:
                 dz = torch.zeros_like(z)
         elif used not in ("forward", "fd"):
@@ -281,8 +405,8 @@ def lookahead(
         dl_dzdy=dl_dzdy,
         jvp=dz.detach().to(z.device, z.dtype),
         scale=inner_lr / z.numel(),
-        meta_loss=float(meta_loss.detach()),
-        train_loss=float(l_train.detach()),
+        meta_loss=meta_loss,
+        train_loss=l_train,
         v_norm=v_norm,
         method=used,
     )
