@@ -467,6 +467,8 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
         status, error = PASS, None
     except CandidateFailure as exc:
         status, error = exc.status, _tail(str(exc))
+    except SandboxFailure:
+        raise  # the sandbox failed, not the candidate: retried on a fresh worker
     except AssertionError as exc:
         status, error = WRONG_ANSWER, _assert_text(exc, test.code or "")
     except Exception as exc:  # the test code failed on what the candidate returned
