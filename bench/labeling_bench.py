@@ -7,10 +7,15 @@ On real problems with a real policy (default: the embedded Qwen2.5-Coder-0.5B on
 2. ``full`` labels every prefix with N rollouts (the baseline);
 3. ``search`` labels the same solutions;
 4. prints each figure of ``search`` next to ``full`` and the ratio, and how often the two agree
-   on the first failing step (and on each prefix's hard label).
+   on the first failing step (overall, on failing and on passing solutions), on each prefix's
+   hard label, and the MC-value MAE;
+5. with ``--replay "search_round=1;search_round=1,probe_passing=0"``, also runs ``search`` with
+   other settings against a policy that serves the rollouts ``full`` logged (each prefix is one
+   seeded stream, so ``search`` would draw those very rollouts): the same decisions at no model
+   cost, to weigh settings against each other.
 
-Every stage is resumable: rerun the same command after a kill and it continues. Figures are
-printed and written to ``WORKDIR/report.json``.
+Every stage is resumable: rerun the same command after a kill and it continues (``--only full``
+labels with ``full`` and stops). Figures are printed and written to ``WORKDIR/report.json``.
 
     python bench/labeling_bench.py --workdir /tmp/labeling-bench \\
         --problems humaneval --ids HumanEval/0,HumanEval/7,HumanEval/12 --rollouts 4
@@ -29,8 +34,9 @@ from dreamprm_code.data import load_problems, load_solutions
 from dreamprm_code.execution import Executor
 from dreamprm_code.io import JsonlAppender, atomic_write_json
 from dreamprm_code.labeling import LabelConfig, RunStats, first_failing_step, label_solutions
+from dreamprm_code.labeling.rolloutlog import RolloutLog, rollouts_path
 from dreamprm_code.labeling.summary import by_solution
-from dreamprm_code.policy import SamplingParams, load_policy
+from dreamprm_code.policy import Completion, SamplingParams, load_policy
 from dreamprm_code.records import Solution
 
 
@@ -97,6 +103,7 @@ def run_strategy(name: str, args, sols, problems, policy, executor, workdir: Pat
         temperature=args.temperature,
         seed=args.seed,
         search_round=args.search_round,
+        probe_passing=bool(args.probe_passing),
         concurrency=args.concurrency,
     )
     stats = RunStats()
@@ -119,7 +126,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=6)
     ap.add_argument("--policy", default="embedded")
     ap.add_argument("--rollouts", type=int, default=4)
-    ap.add_argument("--search-round", type=int, default=None)
+    ap.add_argument("--search-round", type=int, default=1)
+    ap.add_argument("--probe-passing", type=int, default=1, help="1: probe passing solutions under search")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--solution-tokens", type=int, default=384)
     ap.add_argument("--temperature", type=float, default=0.7)
@@ -131,6 +139,11 @@ def main() -> None:
         choices=("full", "search"),
         default=None,
         help="label with one strategy and stop (no report)",
+    )
+    ap.add_argument(
+        "--replay",
+        default="",
+        help="';'-separated search settings (search_round=1,probe_passing=0) to replay on full's rollouts",
     )
     ap.add_argument("--pool", default=None, help="take solutions from this pool (file or folder) instead")
     ap.add_argument("--pool-ids", default="", help="comma-separated solution ids from --pool")
@@ -161,68 +174,139 @@ def main() -> None:
     for name in (args.only,) if args.only else ("full", "search"):
         print(f"\n== {name} ==", flush=True)
         runs[name] = run_strategy(name, args, multi, chosen, policy, executor, workdir)
-    if args.only:
+    if args.only == "search" or (args.only == "full" and not args.replay):
         return
 
-    def figures(run: dict) -> dict:
-        labels = run["labels"]
-        n = len(labels)
-        return {
-            "labels": n,
-            "rollouts": sum(x.rollouts for x in labels),
-            "tokens": sum(x.tokens for x in labels),
-            "tokens_per_label": sum(x.tokens for x in labels) / n,
-            "wall_s_per_label": run["wall_time"] / n,
-            "wall_s": run["wall_time"],
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "set": [s.id for s in multi]}
+    report["full"] = figures(runs["full"])
+    if "search" in runs:
+        report["search"] = {
+            **figures(runs["search"]),
+            **compare(runs["full"]["labels"], runs["search"]["labels"]),
         }
+        show(
+            "search (measured)",
+            report["full"],
+            report["search"],
+            runs["full"]["labels"],
+            runs["search"]["labels"],
+        )
+    for variant in [v for v in args.replay.split(";") if v]:
+        labels = replay_search(variant, args, multi, chosen, executor, workdir)
+        fig = {
+            **figures({"labels": labels, "wall_time": float("nan")}),
+            **compare(runs["full"]["labels"], labels),
+        }
+        report[f"replay {variant}"] = fig
+        show(
+            f"search replayed on full's rollouts ({variant})",
+            report["full"],
+            fig,
+            runs["full"]["labels"],
+            labels,
+        )
+    report["resumed"] = {k: v["resumed"] for k, v in runs.items()}
+    atomic_write_json(workdir / "report.json", report)
 
-    full, search = figures(runs["full"]), figures(runs["search"])
-    fa, sa = by_solution(runs["full"]["labels"]), by_solution(runs["search"]["labels"])
-    agree_first = sum(first_failing_step(fa[s]) == first_failing_step(sa[s]) for s in fa)
-    verdict_ok = {s: fa[s][-1].hard_label == 1 for s in fa}
-    groups = {
-        "failing": [s for s in fa if not verdict_ok[s]],
-        "passing": [s for s in fa if verdict_ok[s]],
+
+def figures(run: dict) -> dict:
+    labels = run["labels"]
+    n = len(labels)
+    return {
+        "labels": n,
+        "rollouts": sum(x.rollouts for x in labels),
+        "tokens": sum(x.tokens for x in labels),
+        "tokens_per_label": sum(x.tokens for x in labels) / n,
+        "wall_s_per_label": run["wall_time"] / n,
+        "wall_s": run["wall_time"],
     }
-    agree_by = {
-        g: (sum(first_failing_step(fa[s]) == first_failing_step(sa[s]) for s in ids), len(ids))
+
+
+def compare(full_labels: list, other_labels: list) -> dict:
+    """Agreement of ``other`` with ``full``: first failing step (overall and by verdict), hard labels, MAE."""
+    fa, sa = by_solution(full_labels), by_solution(other_labels)
+    ok = {s: fa[s][-1].hard_label == 1 for s in fa}
+    groups = {"all": list(fa), "failing": [s for s in fa if not ok[s]], "passing": [s for s in fa if ok[s]]}
+    agree = {
+        g: [sum(first_failing_step(fa[s]) == first_failing_step(sa[s]) for s in ids), len(ids)]
         for g, ids in groups.items()
     }
     pairs = [(a, b) for s in fa for a, b in zip(fa[s], sa[s], strict=True)]
-    agree_hard = sum(a.hard_label == b.hard_label for a, b in pairs)
-    mae = sum(abs(a.mc_value - b.mc_value) for a, b in pairs) / len(pairs)
+    return {
+        "first_fail_agreement": agree["all"][0] / len(fa),
+        "first_fail_agreement_by_verdict": agree,
+        "hard_label_agreement": [sum(a.hard_label == b.hard_label for a, b in pairs), len(pairs)],
+        "mc_mae": sum(abs(a.mc_value - b.mc_value) for a, b in pairs) / len(pairs),
+    }
 
-    print(
-        f"\nset: {len(multi)} solutions ({sum(verdict_ok.values())} passing), {full['labels']} prefixes, "
-        f"N={args.rollouts}, max_new_tokens={args.max_new_tokens}, policy={args.policy}"
-    )
+
+def show(title: str, full: dict, other: dict, full_labels: list, other_labels: list) -> None:
+    fa, sa = by_solution(full_labels), by_solution(other_labels)
+    print(f"\n--- {title}: {len(fa)} solutions, {full['labels']} prefixes")
     print(f"{'figure':<28}{'full (baseline)':>18}{'search':>12}{'ratio':>8}")
     for key in ("rollouts", "tokens", "tokens_per_label", "wall_s_per_label", "wall_s"):
-        ratio = search[key] / full[key] if full[key] else float("nan")
-        print(f"{key:<28}{full[key]:>18.2f}{search[key]:>12.2f}{ratio:>8.2f}")
-    print(f"first failing step agrees: {agree_first}/{len(fa)} ({agree_first / len(fa):.0%})")
-    for g, (a, n) in agree_by.items():
-        print(f"  on {g} solutions: {a}/{n}")
-    print(
-        f"hard label agrees: {agree_hard}/{len(pairs)} ({agree_hard / len(pairs):.0%}); mc_value MAE {mae:.3f}"
-    )
+        ratio = other[key] / full[key] if full[key] else float("nan")
+        print(f"{key:<28}{full[key]:>18.2f}{other[key]:>12.2f}{ratio:>8.2f}")
+    for g, (a, n) in other["first_fail_agreement_by_verdict"].items():
+        print(f"first failing step agrees on {g} solutions: {a}/{n}")
+    a, n = other["hard_label_agreement"]
+    print(f"hard label agrees: {a}/{n} ({a / n:.0%}); mc_value MAE {other['mc_mae']:.3f}")
     for s in fa:
         print(
             f"  {s}: full first fail {first_failing_step(fa[s])}, search {first_failing_step(sa[s])}; "
-            f"full mc {[round(x.mc_value, 2) for x in fa[s]]} search mc {[round(x.mc_value, 2) for x in sa[s]]}"
+            f"full mc {[round(x.mc_value, 2) for x in fa[s]]} search mc {[round(x.mc_value, 2) for x in sa[s]]} "
+            f"search rollouts {[x.rollouts for x in sa[s]]}"
         )
-    atomic_write_json(
-        workdir / "report.json",
-        {
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "full": full,
-            "search": search,
-            "first_fail_agreement": agree_first / len(fa),
-            "first_fail_agreement_by_verdict": {g: list(v) for g, v in agree_by.items()},
-            "hard_label_agreement": agree_hard / len(pairs),
-            "mc_mae": mae,
-            "resumed": {k: v["resumed"] for k, v in runs.items()},
-        },
+
+
+class ReplayPolicy:
+    """Serves the rollouts ``full`` drew: sample ``j`` of seed ``q`` is rollout ``q + j - s`` of the
+    prefix whose stream seed is ``s`` (each prefix one seeded stream, see ``rollout_seed``).
+
+    ``search`` run against it makes exactly the decisions it would make with the real policy if
+    floating point did not depend on batch shapes, at no model cost.
+    """
+
+    def __init__(self, rollout_log: Path) -> None:
+        log = RolloutLog(rollout_log)
+        self.streams = {rec["seed"]: rec for key, rec in log.gen.items() if key.endswith("#0")}
+        log.close()
+
+    def generate(self, prompts, n, sampling):
+        out = []
+        for p in prompts:
+            base = max(s for s in self.streams if s <= p.seed)
+            rec, j = self.streams[base], p.seed - base
+            if j + n > len(rec["texts"]):
+                raise KeyError(f"seed {p.seed}: full drew {len(rec['texts'])} rollouts from {base}")
+            out.append(
+                [
+                    Completion(
+                        rec["texts"][i], rec["prompt_tokens"], rec["completion_tokens"][i], rec["finish"][i]
+                    )
+                    for i in range(j, j + n)
+                ]
+            )
+        return out
+
+
+def replay_search(variant: str, args, sols, problems, executor, workdir: Path) -> list:
+    """``search`` with settings ``variant`` (``search_round=1,probe_passing=0``) on full's rollouts."""
+    opts = dict(kv.split("=") for kv in variant.split(",") if kv)
+    config = LabelConfig(
+        rollouts=args.rollouts,
+        strategy="search",
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        search_round=int(opts.get("search_round", 1)),
+        probe_passing=opts.get("probe_passing", "1") not in ("0", "false"),
+        concurrency=args.concurrency,
+    )
+    tag = variant.replace(",", "_").replace("=", "")
+    policy = ReplayPolicy(rollouts_path(workdir / "full.jsonl"))
+    return label_solutions(
+        sols, problems, policy, executor, config, workdir / f"replay-{tag}.jsonl", show_progress=False
     )
 
 
