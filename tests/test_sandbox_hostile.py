@@ -421,3 +421,37 @@ def test_rlimits_fallback_is_loud_and_still_contains_the_tree() -> None:
                            (FUNC, HONEST_FUNC), (STDIN, "x = bytearray(10 ** 10)")], progress=False)
         assert [r.verdict for r in res] == ["time_limit", "pass", "pass", "memory_limit"]
         assert host_processes_named(MARK) == []
+
+
+def test_process_limit_is_exact_right_after_a_fork_bomb() -> None:
+    """A call-mode candidate leaves a fork bomb behind; the next candidates on the same worker
+    (started while the bomb may still be being torn down) get their whole process limit."""
+    bomb = (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    while True:\n"
+        "        try:\n"
+        "            os.fork()\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "def answer(x):\n"
+        "    return 0\n"
+    )
+    forker = (
+        "import os\n"
+        "def answer(x):\n"
+        "    pids = []\n"
+        "    for _ in range(6):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            os._exit(0)\n"
+        "        pids.append(pid)\n"
+        "    for pid in pids:\n"
+        "        os.waitpid(pid, 0)\n"
+        f"    return {EXPECTED}\n"
+    )
+    with Executor(Limits(timeout=2, memory_mb=512, processes=8), workers=1) as ex:
+        res = ex.run_many([(FUNC, bomb), (FUNC, forker), (FUNC, forker + "\n"), (FUNC, bomb + "\n"),
+                           (FUNC, forker + "\n\n"), (FUNC, forker + "\n\n\n")], progress=False)
+        assert [r.verdict for r in res] == ["wrong_answer", "pass", "pass", "wrong_answer", "pass", "pass"], res
+        assert all(w.proc is not None and w.proc.poll() is None for w in ex._all)

@@ -380,8 +380,8 @@ class _Proc:
 class _ForkedProc(_Proc):
     """Fast path: the candidate is a direct child of the worker (one fork, its own uid)."""
 
-    def __init__(self, worker: _Worker, pid: int, workdir: str) -> None:
-        self.worker, self.pid, self.workdir = worker, pid, workdir
+    def __init__(self, worker: _Worker, pid: int, workdir: str, uid: int) -> None:
+        self.worker, self.pid, self.workdir, self.uid = worker, pid, workdir, uid
         self.ended_fd = os.pidfd_open(pid)
         self.done: dict | None = None
 
@@ -401,9 +401,22 @@ class _ForkedProc(_Proc):
         _, status, usage = os.wait4(self.pid, 0)
         os.close(self.ended_fd)
         self.worker._sweep_uid()
-        self.worker._remove_workdir(self.workdir)
+        self.worker._remove_workdir(self.workdir, self.uid)
         self.done = {"status": status, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
         return self.done
+
+    def abandon(self) -> None:
+        """End it without waiting for its exit status: SIGKILL it *and every other process of
+        the sandbox* (bwrap's init and the worker excepted) now, so nothing of it can run
+        again; the kernel tears it down while the next candidate (other uid) already starts.
+        Reaped later (:meth:`_Worker._reap_ready`)."""
+        self.done = {}
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(self.ended_fd)
+        self.worker._remove_workdir(self.workdir, self.uid)
 
 
 class _ShimProc(_Proc):
@@ -535,11 +548,13 @@ class _Worker:
     def _spawn_fast(self, limits: dict, fds: dict[int, int], body) -> _Proc:
         self.seq += 1
         workdir = f"{self.tmp_root}/c{self.seq}"
+        uid = self.cand_uid + self.seq % 2
+        self._await_uid_free(uid)
         pid = os.fork()
         if pid == 0:
             try:
                 self.libc.prctl(PR_SET_NAME, b"candidate", 0, 0, 0)
-                self._drop_privileges(self.cand_uid)
+                self._drop_privileges(uid)
                 os.mkdir(workdir, 0o700)
                 self._enter_candidate(limits, fds, workdir, new_session=False)
             except BaseException as exc:
@@ -549,7 +564,7 @@ class _Worker:
             os._exit(0)
         for fd in fds.values():
             os.close(fd)
-        return _ForkedProc(self, pid, workdir)
+        return _ForkedProc(self, pid, workdir, uid)
 
     def _spawn_shim(self, limits: dict, fds: dict[int, int], body) -> _Proc:
         """Fork shim A, which forks candidate B (PID 1 of its own namespace when available);
@@ -716,7 +731,36 @@ class _Worker:
             except ChildProcessError:
                 return
 
-    def _remove_workdir(self, workdir: str) -> None:
+    def _reap_ready(self) -> None:
+        """Reap whatever has ended (abandoned candidates and their leftovers), without waiting."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+
+    def _await_uid_free(self, uid: int) -> None:
+        """Fast path, before a candidate starts under ``uid``: every other process still in the
+        sandbox is doomed (SIGKILL-ed when its run ended) but counts for ``RLIMIT_NPROC`` until
+        it is reaped; wait until none of ``uid`` is left, so the limit counts only the new
+        candidate. Candidates alternate between two uids, so this rarely waits: the previous
+        one, which the kernel may still be tearing down, has the other uid."""
+        self._reap_ready()
+        me = os.getpid()
+        while True:
+            left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me) and _proc_uid(int(p)) == uid]
+            if not left:
+                return
+            for pid in left:  # ours (reparented to us, the subreaper) once their parent is gone
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            time.sleep(0.0005)
+
+    def _remove_workdir(self, workdir: str, uid: int) -> None:
         """The worker owns ``tmp_root``, so it may remove the candidate's (empty) directory;
         a non-empty one is emptied by a helper with the candidate's uid."""
         try:
@@ -729,7 +773,7 @@ class _Worker:
         pid = os.fork()
         if pid == 0:
             try:
-                self._drop_privileges(self.cand_uid)
+                self._drop_privileges(uid)
                 for root, dirs, files in os.walk(workdir, topdown=True):
                     for d in dirs:
                         try:
@@ -906,6 +950,10 @@ class _Worker:
     def op_end(self, msg: dict) -> dict | None:
         """End the call session: wait up to ``wait`` s for the candidate to exit by itself
         (``kill`` false), else kill it; report how it ended (unless ``quiet``)."""
+        if msg.get("quiet") and isinstance(self.session, _ForkedProc):
+            self.session.abandon()  # nobody needs its exit status: do not wait for it
+            self.session = None
+            return None
         info = self._end_session(bool(msg.get("kill", True)), float(msg.get("wait") or 0.0))
         return None if msg.get("quiet") else {"status": "ended", "exit": info}
 
@@ -936,6 +984,18 @@ def _classify(status: str | None, info: dict) -> dict:
     if code == EXIT_EXCEPTION:
         return {"status": "exception"}
     return {"status": "crash", "error": f"exit code {code}"}
+
+
+def _proc_uid(pid: int) -> int:
+    """The real uid of a process (-1 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
 
 
 def _children(pid: int) -> list[int]:

@@ -123,10 +123,11 @@ _UID_BASE = 1_500_000_000
 
 
 def _candidate_uid() -> int:
-    """An unprivileged uid for one worker's candidates, used by nothing else on the machine:
-    RLIMIT_NPROC then counts only that worker's candidate (privileged bwrap has no user
-    namespace of its own, so a shared uid would share the limit across workers)."""
-    return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + (next(_UIDS) & 0xFFF)
+    """The first of two unprivileged uids (``u``, ``u + 1``) for one worker's candidates, used
+    by nothing else on the machine: RLIMIT_NPROC then counts only that worker's candidate
+    (privileged bwrap has no user namespace of its own, so a shared uid would share the limit
+    across workers). Candidates alternate between the two (see ``_runtime._Worker``)."""
+    return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + ((next(_UIDS) & 0x7FF) << 1)
 
 
 _SPAWNER_LOCK = threading.Lock()
