@@ -4,8 +4,9 @@ Default isolation is ``bwrap`` (bubblewrap): every worker runs in fresh PID, net
 UTS namespaces with a root file system made of read-only system directories, the Python
 standard library (its ``site-packages`` hidden) and a private ``/tmp``; no home directory, no
 run directory, no environment. Run as root, bwrap runs in its privileged mode and the worker
-keeps only CAP_SETUID/CAP_SETGID, which it uses to run each candidate as ``nobody``; run as a
-normal user, bwrap builds a user namespace instead. As root, each worker's candidates run under
+keeps only CAP_SETUID/CAP_SETGID/CAP_KILL, which it uses to run each candidate under an
+unprivileged uid and to kill what it leaves; run as a normal user, bwrap builds a user
+namespace instead. As root, each worker's candidates run under
 a uid of their own, forked once from the worker; as a normal user each candidate gets its own
 user + PID namespace (see ``_runtime.py``). Either way killing it kills everything it started.
 
