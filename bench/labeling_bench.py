@@ -301,6 +301,7 @@ def replay_search(variant: str, args, sols, problems, executor, workdir: Path) -
         seed=args.seed,
         search_round=int(opts.get("search_round", 1)),
         probe_passing=opts.get("probe_passing", "1") not in ("0", "false"),
+        search_give_up=int(opts["search_give_up"]) if "search_give_up" in opts else None,
         concurrency=args.concurrency,
     )
     tag = variant.replace(",", "_").replace("=", "")

@@ -185,6 +185,18 @@ def test_search_probe_finds_a_hopeless_prefix_of_a_passing_solution(tmp_path, ex
     assert all(x.meta["source"] in ("solution_passes", "verdict") for x in skipped)
 
 
+def test_search_give_up_labels_a_prefix_zero_after_m_failures(tmp_path, executor):
+    sols = [failing_solution(1)]
+    cfg = LabelConfig(rollouts=4, strategy="search", search_give_up=2)
+    labels, policy = _label(tmp_path, executor, sols, cfg, "g.jsonl", {1: 1.0, 2: 1.0})
+    # mid=1 (broken squares) gives up after rounds 1, 1; mid=0 passes at once
+    assert policy.calls == [(1, 1), (1, 1), (1, 1)]
+    assert (labels[1].rollouts, labels[1].hard_label, labels[1].meta["gave_up"]) == (2, 0, True)
+    assert labels[1].meta["early_stop"] is False
+    assert (labels[0].rollouts, labels[0].meta["early_stop"], labels[0].meta["gave_up"]) == (1, True, False)
+    assert first_failing_step(labels) == 1
+
+
 def test_search_draws_the_first_rollouts_full_draws(tmp_path, executor):
     """One seeded stream per prefix: a visited prefix sees full's first rollouts, so the labels agree."""
     rate = {1: 0.4, 2: 0.6}

@@ -48,6 +48,12 @@ def test_rounds_full_is_n_search_doubles_from_the_first_round():
     assert LabelConfig(rollouts=1, strategy="search").rounds() == [1]
     assert LabelConfig(rollouts=8, strategy="search", search_round=3).rounds() == [3, 3, 2]
     assert LabelConfig(rollouts=2, strategy="search", search_round=5).rounds() == [2]
+    assert LabelConfig(rollouts=4, strategy="search", search_give_up=2).rounds() == [1, 1]
+    assert LabelConfig(rollouts=8, strategy="search", search_give_up=3).rounds() == [1, 1, 1]
+    assert LabelConfig(rollouts=4, search_give_up=2).rounds() == [4]
+    with pytest.raises(UserError) as exc:
+        LabelConfig(strategy="search", search_give_up=0)
+    assert exc.value.field == "search_give_up"
     with pytest.raises(UserError) as exc:
         LabelConfig(strategy="search", search_round=0)
     assert exc.value.field == "search_round"
@@ -58,10 +64,14 @@ def test_fingerprint_ignores_how_work_is_spread_not_what_is_sampled():
     assert a.fingerprint() == LabelConfig(rollouts=4, concurrency=8, ray="auto").fingerprint()
     assert a.fingerprint() != LabelConfig(rollouts=4, temperature=0.2).fingerprint()
     # settings of search only do not change what full samples
-    assert a.fingerprint() == LabelConfig(rollouts=4, search_round=2, probe_passing=False).fingerprint()
+    assert (
+        a.fingerprint()
+        == LabelConfig(rollouts=4, search_round=2, probe_passing=False, search_give_up=1).fingerprint()
+    )
     s = LabelConfig(rollouts=4, strategy="search")
     assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", probe_passing=False).fingerprint()
     assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", search_round=2).fingerprint()
+    assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", search_give_up=2).fingerprint()
 
 
 def test_rollout_seed_is_stable_distinct_per_prefix_and_one_stream_per_prefix():

@@ -42,6 +42,11 @@ def label_command(
         "--probe-passing/--no-probe-passing",
         help="under search, sample the prefixes of passing solutions up to the first failing one",
     ),
+    search_give_up: int | None = typer.Option(
+        None,
+        "--search-give-up",
+        help="under search, label a prefix 0 after this many failed rollouts (default N)",
+    ),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
@@ -78,6 +83,7 @@ def label_command(
         strategy=strategy,  # type: ignore[arg-type]  (checked by LabelConfig)
         search_round=search_round,
         probe_passing=probe_passing,
+        search_give_up=search_give_up,
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,

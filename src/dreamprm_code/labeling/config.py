@@ -30,6 +30,10 @@ class LabelConfig:
       until one has no passing rollout (the first failing step ``full`` would report); with
       ``False`` they are all inferred solvable without a rollout (cheaper, but it misses the
       prefixes on which the policy fails although the solution shows they can be completed).
+    - ``search_give_up``: under ``search``, a prefix whose first this-many rollouts all fail is
+      labelled 0 without drawing the rest of N; ``None`` means N (a visited prefix then gets the
+      hard label ``full`` gives it). Fewer saves the most on prefixes the policy cannot complete,
+      at the risk of a 0 where one of ``full``'s remaining rollouts would have passed.
     - ``temperature``, ``top_p``, ``max_new_tokens``, ``stop``: the sampling of each rollout.
     - ``seed``: base seed; each (solution, prefix, round) gets its own seed derived from it, so a
       resumed run samples what an uninterrupted one would have.
@@ -49,6 +53,7 @@ class LabelConfig:
     strategy: Strategy = "full"
     search_round: int = 1
     probe_passing: bool = True
+    search_give_up: int | None = None
     temperature: float = 0.7
     top_p: float = 0.95
     max_new_tokens: int = 512
@@ -70,6 +75,8 @@ class LabelConfig:
             )
         if self.search_round < 1:
             raise UserError(f"search_round must be >= 1, got {self.search_round}", field="search_round")
+        if self.search_give_up is not None and self.search_give_up < 1:
+            raise UserError(f"search_give_up must be >= 1, got {self.search_give_up}", field="search_give_up")
         if self.concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {self.concurrency}", field="concurrency")
         if self.max_new_tokens < 1:
@@ -81,12 +88,14 @@ class LabelConfig:
 
     def rounds(self) -> list[int]:
         """Rollouts per round of one prefix: ``[N]`` under ``full``; under ``search`` a first round
-        of ``search_round``, then each round as large as all before it, the last cut to reach N."""
+        of ``search_round``, then each round as large as all before it, the last cut to reach N
+        (or ``search_give_up``)."""
         if self.strategy == "full":
             return [self.rollouts]
-        sizes = [min(self.rollouts, self.search_round)]
-        while sum(sizes) < self.rollouts:
-            sizes.append(min(sum(sizes), self.rollouts - sum(sizes)))
+        total = min(self.rollouts, self.search_give_up or self.rollouts)
+        sizes = [min(total, self.search_round)]
+        while sum(sizes) < total:
+            sizes.append(min(sum(sizes), total - sum(sizes)))
         return sizes
 
     def sampling(self) -> Any:
@@ -109,6 +118,7 @@ class LabelConfig:
         if self.strategy == "full":  # settings of ``search`` only
             d.pop("search_round")
             d.pop("probe_passing")
+            d.pop("search_give_up")
         d["rounds"] = self.rounds()
         return d
 

@@ -16,7 +16,8 @@ measured.
 fewer rollouts, and infers the labels it does not measure:
 
 - a visited prefix is sampled in rounds (``LabelConfig.rounds``: 1, 1, 2, 4, ... rollouts by
-  default, N in all) and stops at the first round with a pass; a prefix with no pass gets all N;
+  default, N in all) and stops at the first round with a pass; a prefix with no pass gets all N
+  (or ``search_give_up``, below);
 - a failing solution gets a binary search for the first prefix with no passing rollout, between
   prefix 0 and its own (failing) last prefix: about ``log2(steps)`` prefixes visited. This
   assumes labels are *monotone* along the solution (if prefix k can be completed, so can every
@@ -50,7 +51,10 @@ What ``search`` gives up, and how the labels say so in ``meta``:
   constant beyond the outermost;
 - a visited prefix that stopped at its first passing round (``meta.early_stop = true``) has
   ``mc_value = passed / rollouts_run`` over fewer than N rollouts: a noisier estimate, biased
-  upward by the stopping rule (a first-round pass gives 1.0).
+  upward by the stopping rule (a first-round pass gives 1.0);
+- with ``search_give_up = M < N``, a visited prefix whose first M rollouts all fail is labelled
+  0 (``meta.gave_up = true``): ``full`` labels it 1 when one of its other N - M rollouts passes.
+  Off by default.
 
 The hard labels, and hence the first failing step, are what ``search`` is for; use ``full``
 when the soft values themselves matter.
@@ -213,7 +217,8 @@ class _Labeler:
             k,
             source="rollouts",
             rounds=len(results),
-            early_stop=rollouts < self.config.rollouts,
+            early_stop=rollouts < self.config.rollouts and passed > 0,
+            gave_up=rollouts < self.config.rollouts and passed == 0,
             verdicts=dict(sorted(verdicts.items())),
             unique_codes=sum(r.unique_codes for r in results),
             prompt_tokens=sum(r.prompt_tokens for r in results),
