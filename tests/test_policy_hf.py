@@ -151,7 +151,7 @@ def test_embedded_smollm2_generates(tmp_path):
     except UserError as exc:
         pytest.skip(str(exc))
     pol = load_policy(f"embedded:{DEFAULT_PRM}", threads=1)
-    assert pol.name == f"embedded:{DEFAULT_PRM}"
+    assert pol.name == f"embedded:{DEFAULT_PRM}+int8"  # embedded models are int8-quantized on CPU
     out = pol.generate(
         [chat("Count from 1 to 10, separated by commas.", prefill="1, 2, 3,")],
         2,
@@ -159,3 +159,28 @@ def test_embedded_smollm2_generates(tmp_path):
     )
     assert out[0][0].text.startswith(" 4, 5")
     assert " 7" not in out[0][0].text and out[0][0].finish_reason == FINISH_STOP
+
+
+def test_int8_quantization_replaces_linear_layers_and_still_generates():
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from dreamprm_code.prm.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.chat_template = TEMPLATE
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)
+    model = Qwen2ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    q = HFPolicy.from_model(model, tok, name="hf:tiny-int8", quantize="int8")
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    assert not any(isinstance(m, torch.nn.Linear) for m in q.model.modules())
+    assert sum(isinstance(m, QLinear) for m in q.model.modules()) == 2 * 7 + 1  # q k v o gate up down, lm_head
+    out = q.generate([chat("def solve(n):")], 2, SamplingParams(temperature=0.8, max_new_tokens=6, seed=1))
+    assert len(out[0]) == 2 and all(c.completion_tokens >= 1 for c in out[0])
+    with pytest.raises(UserError, match="int4"):
+        HFPolicy.from_model(model, tok, name="hf:tiny", quantize="int4")

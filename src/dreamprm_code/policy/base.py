@@ -122,10 +122,20 @@ def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     return text[:cut], True
 
 
+def _cpu_only(opts: dict[str, Any]) -> bool:
+    device = opts.get("device")
+    if device:
+        return str(device).startswith("cpu")
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def load_policy(spec: str, **opts: Any) -> Policy:
     """Build a backend from a spec string.
 
-    ``embedded`` (the default CPU model, Qwen2.5-Coder-0.5B-Instruct), ``embedded:NAME``,
+    ``embedded`` (the default CPU model, Qwen2.5-Coder-0.5B-Instruct; int8 dynamic quantization
+    on a CPU unless ``quantize="none"``), ``embedded:NAME``,
     ``hf:PATH_OR_ID`` (in-process ``transformers``), ``openai:MODEL@BASE_URL`` or
     ``openai:MODEL`` with ``OPENAI_BASE_URL`` set (any OpenAI-compatible server),
     ``vllm:PATH_OR_ID`` (in-process vLLM, needs the ``gpu`` extra). ``opts`` go to the backend.
@@ -136,6 +146,9 @@ def load_policy(spec: str, **opts: Any) -> Policy:
         from dreamprm_code.embedded import DEFAULT_POLICY
         from dreamprm_code.policy.hf import HFPolicy
 
+        opts.setdefault("quantize", "int8" if _cpu_only(opts) else None)  # 2x faster on CPU (docs/benchmarks.md)
+        if opts["quantize"] == "none":
+            opts["quantize"] = None
         return HFPolicy("embedded:" + (rest or DEFAULT_POLICY), **opts)
     if kind == "hf":
         if not rest:
