@@ -284,3 +284,17 @@ def test_code_prefill_gives_starter_prefill_and_stops_by_kind(tmp_path, executor
     assert by_id["f0#0"].code == 'def add(a, b):\n    """Return a + b."""\n    return a + b'
     assert by_id["f0#0"].passed and by_id["f1#1"].passed
     assert by_id["f0#0"].sampling["code_prefill"] is True
+
+
+def test_a_reply_cut_by_the_token_limit_is_judged_on_its_complete_head(tmp_path, executor):
+    class Cut:
+        name = "cut"
+
+        def generate(self, prompts, n, sampling):
+            text = "```python\ndef add(a, b):\n    return a + b\n\n\ndef extra(x):\n    return (x +"
+            return [[Completion(text, 30, 64, finish_reason="length") for _ in range(n)] for _ in prompts]
+
+    sols = generate_solutions(problems(1), Cut(), 1, SamplingParams(seed=0), "cof", tmp_path / "s.jsonl",
+                              executor=executor, show_progress=False)
+    assert sols[0].code == "def add(a, b):\n    return a + b\n" and sols[0].passed
+    assert sols[0].meta["trimmed_chars"] > 0 and "def extra" in sols[0].raw

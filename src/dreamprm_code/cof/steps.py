@@ -381,3 +381,26 @@ def next_step_end(code: str, start: int, *, final: bool = False) -> int | None:
         if answer is not None and answer >= 0:
             return answer
     return None
+
+
+_CUT_POINT = re.compile(r"(?:\S|[ \t]+(?:def|async def|class|@)\b)")
+
+
+def complete_head(code: str) -> str:
+    """``code`` if it parses, else its longest head that does, cut before a top-level statement
+    or a (nested) ``def``/``class``/decorator line.
+
+    A reply cut by the token limit usually ends inside its last function; what precedes it is
+    often a whole solution (evalplus's sanitizer keeps complete definitions the same way). Returns
+    ``code`` unchanged when no head parses.
+    """
+    if _parse(code) is not None:
+        return code
+    lines = code.splitlines(keepends=True)
+    for i in range(len(lines) - 1, 0, -1):
+        if not _CUT_POINT.match(lines[i]) or lines[i].startswith(("#", ")", "]", "}")):
+            continue
+        head = "".join(lines[:i]).rstrip() + "\n"
+        if head.strip() and _parse(head) is not None:
+            return head
+    return code

@@ -399,8 +399,20 @@ class _Runner:
                 self._verdicts[key] = (res.verdict, res.passed)
         return [self._verdicts[self._code_key(p, c)] for p, c in pairs]
 
+    @staticmethod
+    def rollout_codes(prefix: str, gen: dict[str, Any]) -> list[str]:
+        """Programs of a round: prefix + continuation; one cut by the token limit keeps its
+        longest complete head, as whole solutions do in the generate stage."""
+        from dreamprm_code.cof import code_from_continuation, complete_head
+
+        finish = gen.get("finish") or [None] * len(gen["texts"])
+        return [
+            complete_head(code_from_continuation(prefix, t)) if f == "length" else code_from_continuation(prefix, t)
+            for t, f in zip(gen["texts"], finish, strict=False)
+        ]
+
     def run_wave(self, requests: list[Request]) -> list[RoundResult]:
-        from dreamprm_code.cof import code_from_continuation, continuation_prompt, trailer_stops
+        from dreamprm_code.cof import continuation_prompt, trailer_stops
 
         # 1. generation: rounds in the log are read back; the rest in one call per round size and
         # stop list (function problems also stop at top-level usage examples)
@@ -436,7 +448,7 @@ class _Runner:
         pairs: list[tuple[Problem, str]] = []
         for req in requests:
             if req.key not in self.rlog.exec:
-                codes = [code_from_continuation(req.prefix, t) for t in self.rlog.gen[req.key]["texts"]]
+                codes = self.rollout_codes(req.prefix, self.rlog.gen[req.key])
                 pending.append((req, codes))
                 pairs.extend((req.problem, c) for c in codes)
         verdicts = self.execute(pairs)
@@ -450,13 +462,12 @@ class _Runner:
         out = []
         for req in requests:
             gen, ex = self.rlog.gen[req.key], self.rlog.exec[req.key]
-            texts = gen["texts"]
             out.append(
                 RoundResult(
                     verdicts=list(ex["verdicts"]),
                     completion_tokens=list(gen["completion_tokens"]),
                     prompt_tokens=int(gen["prompt_tokens"]),
-                    unique_codes=len({code_from_continuation(req.prefix, t) for t in texts}),
+                    unique_codes=len(set(self.rollout_codes(req.prefix, gen))),
                     reused=req.key not in fresh_keys,
                 )
             )

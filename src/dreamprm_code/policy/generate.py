@@ -18,7 +18,7 @@ from typing import Any
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import JsonlAppender
-from dreamprm_code.policy.base import Completion, Policy, Prompt, SamplingParams
+from dreamprm_code.policy.base import FINISH_LENGTH, Completion, Policy, Prompt, SamplingParams
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import PASS, Problem, Solution
 
@@ -108,9 +108,11 @@ def generate_solutions(
 
     ``code_prefill`` opens the fence and puts the starter code (function and LeetCode problems)
     in the assistant's prefill, and stops at the closing fence or at top-level usage examples
-    (:func:`~dreamprm_code.cof.code_stops`): every token then goes to the program.
+    (:func:`~dreamprm_code.cof.code_stops`): every token then goes to the program. A reply cut
+    by the token limit keeps its longest complete head (:func:`~dreamprm_code.cof.complete_head`;
+    ``meta.trimmed_chars`` says how much went).
     """
-    from dreamprm_code.cof import build_prompt, code_stops, problem_kind, split_info
+    from dreamprm_code.cof import build_prompt, code_stops, complete_head, problem_kind, split_info
     from dreamprm_code.data import extract_code
 
     if n < 1:
@@ -173,6 +175,10 @@ def generate_solutions(
                                 continue  # written before a kill; the same seed drew it again
                             raw = reply_text(prompt, comp)
                             code = extract_code(raw)
+                            cut = 0
+                            if comp.finish_reason == FINISH_LENGTH:  # judge the complete definitions
+                                head = complete_head(code)
+                                code, cut = head, len(code) - len(head)
                             info = split_info(code)
                             fresh.append(
                                 Solution(
@@ -185,7 +191,7 @@ def generate_solutions(
                                     raw=raw,
                                     steps=info.steps,
                                     tokens={"prompt": comp.prompt_tokens, "completion": comp.completion_tokens},
-                                    meta={"finish_reason": comp.finish_reason, "step_mode": info.mode},
+                                    meta={"finish_reason": comp.finish_reason, "step_mode": info.mode, "trimmed_chars": cut},
                                 )
                             )
                     if execute:
