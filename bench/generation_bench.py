@@ -9,6 +9,10 @@ alternate and the medians are compared. Target: backend >= 80% of bare on the sa
 ``dtype``: bare ``model.generate`` tokens/s in float32 against bfloat16 on this CPU (why the
 backend's CPU default is what it is).
 
+``quantize``: the generate stage with the fp32 policy against int8 dynamic quantization
+(``quantize="int8"``, the embedded default on CPU) on the first K HumanEval problems, greedy:
+tokens/s and pass count of each.
+
 ``cof-vs-plain``: the embedded policy on the first K HumanEval problems and the first K Easy
 LeetCode problems, N samples each, with the CoF prompt and with the plain prompt, through the
 real ``generate`` stage with ``code_prefill`` (resumable: rerun to continue; ``--budget-min 0``
@@ -19,6 +23,7 @@ Examples::
 
     python bench/generation_bench.py throughput --prompts 8 --n 2 --max-new-tokens 64 --rounds 2
     python bench/generation_bench.py dtype --n 4 --max-new-tokens 16 --threads 1
+    python bench/generation_bench.py quantize --prompts 16 --max-new-tokens 160
     python bench/generation_bench.py cof-vs-plain --humaneval 20 --leetcode 20 --n 4 --out bench/out/cof
 """
 
@@ -101,6 +106,38 @@ def throughput(args: argparse.Namespace) -> None:
           f"backend {med['backend']:.2f} tok/s; bare model.generate on the same batch {med['bare-batched']:.2f} "
           f"(ratio {med['backend'] / med['bare-batched']:.2f}, target >= 0.8); bare one prompt per call "
           f"{med['bare-per-prompt']:.2f} (ratio {med['backend'] / med['bare-per-prompt']:.2f})")
+
+
+def quantize_compare(args: argparse.Namespace) -> None:
+    """fp32 against int8 dynamic quantization: tokens/s and greedy pass count on the same prompts."""
+    import torch
+
+    from dreamprm_code.data import load_problems
+    from dreamprm_code.policy import SamplingParams
+    from dreamprm_code.policy.generate import generate_solutions
+    from dreamprm_code.policy.hf import HFPolicy
+
+    problems = load_problems("humaneval")[: args.prompts]
+    out = Path(args.out) / "quantize"
+    out.mkdir(parents=True, exist_ok=True)
+    sampling = SamplingParams(temperature=0, max_new_tokens=args.max_new_tokens, seed=0)
+    rates = {}
+    for scheme in ("int8", "fp32"):
+        pol = HFPolicy(args.policy, threads=args.threads, quantize=None if scheme == "fp32" else scheme,
+                       batch_size=args.prompts)
+        path = out / f"{scheme}.jsonl"
+        path.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        sols = generate_solutions(problems, pol, 1, sampling, "cof", path, code_prefill=True, show_progress=False)
+        dt = time.perf_counter() - t0
+        tokens = sum(s.tokens["completion"] for s in sols)
+        rates[scheme] = tokens / dt
+        print(f"{scheme}: {tokens} tokens in {dt:.1f}s = {tokens / dt:.1f} tok/s (threads {torch.get_num_threads()}), "
+              f"greedy pass {sum(s.passed for s in sols)}/{len(sols)}", flush=True)
+        del pol
+    print(f"RESULT quantize ({args.prompts} HumanEval prompts, greedy, {args.max_new_tokens} new tokens, "
+          f"generation + execution): int8 {rates['int8']:.1f} tok/s vs fp32 {rates['fp32']:.1f} tok/s: "
+          f"ratio {rates['int8'] / rates['fp32']:.2f}")
 
 
 def dtype_sweep(args: argparse.Namespace) -> None:
@@ -208,7 +245,7 @@ def cof_vs_plain(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("throughput", "dtype", "cof-vs-plain"))
+    ap.add_argument("what", choices=("throughput", "dtype", "cof-vs-plain", "quantize"))
     ap.add_argument("--policy", default="embedded")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", default=None)
@@ -224,7 +261,9 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=1e9)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "cof-vs-plain"))
     args = ap.parse_args()
-    {"throughput": throughput, "dtype": dtype_sweep, "cof-vs-plain": cof_vs_plain}[args.what](args)
+    {"throughput": throughput, "dtype": dtype_sweep, "cof-vs-plain": cof_vs_plain, "quantize": quantize_compare}[
+        args.what
+    ](args)
 
 
 if __name__ == "__main__":
