@@ -104,6 +104,7 @@ def run_strategy(name: str, args, sols, problems, policy, executor, workdir: Pat
         seed=args.seed,
         search_round=args.search_round,
         probe_passing=bool(args.probe_passing),
+        search_give_up=args.search_give_up,
         concurrency=args.concurrency,
     )
     stats = RunStats()
@@ -127,6 +128,9 @@ def main() -> None:
     ap.add_argument("--policy", default="embedded")
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--search-round", type=int, default=1)
+    ap.add_argument(
+        "--search-give-up", type=int, default=None, help="under search, 0 after M failed rollouts"
+    )
     ap.add_argument("--probe-passing", type=int, default=1, help="1: probe passing solutions under search")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--solution-tokens", type=int, default=384)

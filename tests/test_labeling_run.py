@@ -140,7 +140,7 @@ def _label(tmp_path, executor, sols, cfg, name, good_rate, stats=None):
 def test_search_binary_searches_failing_and_probes_passing(tmp_path, executor):
     sols = [passing_solution(0), failing_solution(1)]
     stats = RunStats()
-    cfg = LabelConfig(rollouts=4, strategy="search")
+    cfg = LabelConfig(rollouts=4, strategy="search", search_give_up=4)
     assert cfg.rounds() == [1, 1, 2]
     labels, policy = _label(tmp_path, executor, sols, cfg, "s.jsonl", {1: 1.0, 2: 1.0}, stats)
     by = {(lab.solution_id, lab.step_index): lab for lab in labels}
@@ -173,11 +173,12 @@ def test_search_probe_finds_a_hopeless_prefix_of_a_passing_solution(tmp_path, ex
         tmp_path, executor, sols, LabelConfig(rollouts=4, strategy="search"), "p.jsonl", rate
     )
     assert first_failing_step(probed) == 0 and [x.hard_label for x in probed] == [0, 1, 1]
-    assert (probed[0].rollouts, probed[0].meta["rounds"]) == (4, 3)
+    # it gives up after N/2 = 2 failed rollouts
+    assert (probed[0].rollouts, probed[0].meta["rounds"], probed[0].meta["gave_up"]) == (2, 2, True)
     # after the first failing step the probe stops: prefix 1 is inferred from the passing solution
     assert probed[1].rollouts == 0 and probed[1].meta["source"] == "solution_passes"
     assert probed[1].meta["inferred"] and probed[1].mc_value == 1.0
-    assert len(policy.calls) == 3
+    assert len(policy.calls) == 2
 
     cfg = LabelConfig(rollouts=4, strategy="search", probe_passing=False)
     skipped, policy = _label(tmp_path, executor, sols, cfg, "n.jsonl", rate)
@@ -202,7 +203,8 @@ def test_search_draws_the_first_rollouts_full_draws(tmp_path, executor):
     rate = {1: 0.4, 2: 0.6}
     sols = [passing_solution(0), failing_solution(1), passing_solution(2), failing_solution(3)]
     full, _ = _label(tmp_path, executor, sols, LabelConfig(rollouts=4), "f.jsonl", rate)
-    search, _ = _label(tmp_path, executor, sols, LabelConfig(rollouts=4, strategy="search"), "s.jsonl", rate)
+    cfg = LabelConfig(rollouts=4, strategy="search", search_give_up=4)
+    search, _ = _label(tmp_path, executor, sols, cfg, "s.jsonl", rate)
     full_log, search_log = (
         RolloutLog(rollouts_path(tmp_path / "f.jsonl")),
         RolloutLog(rollouts_path(tmp_path / "s.jsonl")),

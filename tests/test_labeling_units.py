@@ -41,14 +41,16 @@ def test_config_rejects_bad_values_naming_the_field():
         LabelConfig(concurrency=0)
 
 
-def test_rounds_full_is_n_search_doubles_from_the_first_round():
+def test_rounds_full_is_n_search_doubles_from_the_first_round_up_to_give_up():
     assert LabelConfig(rollouts=8).rounds() == [8]
-    assert LabelConfig(rollouts=8, strategy="search").rounds() == [1, 1, 2, 4]
-    assert LabelConfig(rollouts=4, strategy="search").rounds() == [1, 1, 2]
+    # search gives up after N/2 failed rollouts by default
+    assert LabelConfig(rollouts=8, strategy="search").rounds() == [1, 1, 2]
+    assert LabelConfig(rollouts=4, strategy="search").rounds() == [1, 1]
     assert LabelConfig(rollouts=1, strategy="search").rounds() == [1]
-    assert LabelConfig(rollouts=8, strategy="search", search_round=3).rounds() == [3, 3, 2]
-    assert LabelConfig(rollouts=2, strategy="search", search_round=5).rounds() == [2]
-    assert LabelConfig(rollouts=4, strategy="search", search_give_up=2).rounds() == [1, 1]
+    assert LabelConfig(rollouts=8, strategy="search", search_give_up=8).rounds() == [1, 1, 2, 4]
+    assert LabelConfig(rollouts=4, strategy="search", search_give_up=4).rounds() == [1, 1, 2]
+    assert LabelConfig(rollouts=8, strategy="search", search_round=3, search_give_up=8).rounds() == [3, 3, 2]
+    assert LabelConfig(rollouts=2, strategy="search", search_round=5, search_give_up=2).rounds() == [2]
     assert LabelConfig(rollouts=8, strategy="search", search_give_up=3).rounds() == [1, 1, 1]
     assert LabelConfig(rollouts=4, search_give_up=2).rounds() == [4]
     with pytest.raises(UserError) as exc:
@@ -71,7 +73,8 @@ def test_fingerprint_ignores_how_work_is_spread_not_what_is_sampled():
     s = LabelConfig(rollouts=4, strategy="search")
     assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", probe_passing=False).fingerprint()
     assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", search_round=2).fingerprint()
-    assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", search_give_up=2).fingerprint()
+    assert s.fingerprint() == LabelConfig(rollouts=4, strategy="search", search_give_up=2).fingerprint()
+    assert s.fingerprint() != LabelConfig(rollouts=4, strategy="search", search_give_up=3).fingerprint()
 
 
 def test_rollout_seed_is_stable_distinct_per_prefix_and_one_stream_per_prefix():

@@ -45,7 +45,7 @@ def label_command(
     search_give_up: int | None = typer.Option(
         None,
         "--search-give-up",
-        help="under search, label a prefix 0 after this many failed rollouts (default N)",
+        help="under search, label a prefix 0 after this many failed rollouts (default N/2)",
     ),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),

@@ -30,10 +30,11 @@ class LabelConfig:
       until one has no passing rollout (the first failing step ``full`` would report); with
       ``False`` they are all inferred solvable without a rollout (cheaper, but it misses the
       prefixes on which the policy fails although the solution shows they can be completed).
-    - ``search_give_up``: under ``search``, a prefix whose first this-many rollouts all fail is
-      labelled 0 without drawing the rest of N; ``None`` means N (a visited prefix then gets the
-      hard label ``full`` gives it). Fewer saves the most on prefixes the policy cannot complete,
-      at the risk of a 0 where one of ``full``'s remaining rollouts would have passed.
+    - ``search_give_up``: under ``search``, a prefix whose first M rollouts all fail is labelled
+      0 without drawing the rest of N; ``None`` means ``max(1, N // 2)``. It halves the cost of
+      the prefixes the policy cannot complete (with a weak policy most of the cost), at the risk
+      of a 0 where one of ``full``'s other N - M rollouts would have passed; M = N gives every
+      visited prefix the hard label ``full`` gives it.
     - ``temperature``, ``top_p``, ``max_new_tokens``, ``stop``: the sampling of each rollout.
     - ``seed``: base seed; each (solution, prefix, round) gets its own seed derived from it, so a
       resumed run samples what an uninterrupted one would have.
@@ -86,13 +87,18 @@ class LabelConfig:
         if self.ray_exec_actors < 1:
             raise UserError("ray_exec_actors must be >= 1", field="ray_exec_actors")
 
+    @property
+    def give_up(self) -> int:
+        """Failed rollouts after which ``search`` labels a prefix 0 (``search_give_up`` or N/2)."""
+        return self.search_give_up if self.search_give_up is not None else max(1, self.rollouts // 2)
+
     def rounds(self) -> list[int]:
         """Rollouts per round of one prefix: ``[N]`` under ``full``; under ``search`` a first round
         of ``search_round``, then each round as large as all before it, the last cut to reach N
         (or ``search_give_up``)."""
         if self.strategy == "full":
             return [self.rollouts]
-        total = min(self.rollouts, self.search_give_up or self.rollouts)
+        total = min(self.rollouts, self.give_up)
         sizes = [min(total, self.search_round)]
         while sum(sizes) < total:
             sizes.append(min(sum(sizes), total - sum(sizes)))
@@ -119,6 +125,8 @@ class LabelConfig:
             d.pop("search_round")
             d.pop("probe_passing")
             d.pop("search_give_up")
+        else:
+            d["search_give_up"] = self.give_up
         d["rounds"] = self.rounds()
         return d
 

@@ -16,8 +16,8 @@ measured.
 fewer rollouts, and infers the labels it does not measure:
 
 - a visited prefix is sampled in rounds (``LabelConfig.rounds``: 1, 1, 2, 4, ... rollouts by
-  default, N in all) and stops at the first round with a pass; a prefix with no pass gets all N
-  (or ``search_give_up``, below);
+  default) and stops at the first round with a pass; a prefix whose first M = ``search_give_up``
+  rollouts (N/2 by default) all fail is labelled 0 (below);
 - a failing solution gets a binary search for the first prefix with no passing rollout, between
   prefix 0 and its own (failing) last prefix: about ``log2(steps)`` prefixes visited. This
   assumes labels are *monotone* along the solution (if prefix k can be completed, so can every
@@ -34,7 +34,7 @@ Every prefix draws its rollouts from one seeded stream (rollout ``j`` of a prefi
 ``j`` of the prefix's seed, whatever the round; backends seed sample ``j`` with ``seed + j``), so
 the rollouts ``search`` draws for a prefix are the first rollouts ``full`` draws for it with the
 same settings. A prefix that ``search`` visits therefore gets the hard label ``full`` gives it
-(up to floating-point differences between batch shapes): both stop or fail on the same samples.
+(up to floating-point differences between batch shapes), unless it gives up before N (below).
 The two strategies differ only in what ``search`` does not sample.
 
 What ``search`` gives up, and how the labels say so in ``meta``:
@@ -52,9 +52,11 @@ What ``search`` gives up, and how the labels say so in ``meta``:
 - a visited prefix that stopped at its first passing round (``meta.early_stop = true``) has
   ``mc_value = passed / rollouts_run`` over fewer than N rollouts: a noisier estimate, biased
   upward by the stopping rule (a first-round pass gives 1.0);
-- with ``search_give_up = M < N``, a visited prefix whose first M rollouts all fail is labelled
-  0 (``meta.gave_up = true``): ``full`` labels it 1 when one of its other N - M rollouts passes.
-  Off by default.
+- a visited prefix whose first M rollouts all fail is labelled 0 (``meta.gave_up = true``, M =
+  ``search_give_up``, N/2 by default): ``full`` labels it 1 when one of its other N - M rollouts
+  passes. With a weak policy most of ``full``'s cost goes to prefixes with no pass at all, so
+  this halves what ``search`` spends there; set M = N to have every visited prefix labelled as
+  ``full`` labels it.
 
 The hard labels, and hence the first failing step, are what ``search`` is for; use ``full``
 when the soft values themselves matter.
@@ -407,7 +409,9 @@ class _Runner:
 
         finish = gen.get("finish") or [None] * len(gen["texts"])
         return [
-            complete_head(code_from_continuation(prefix, t)) if f == "length" else code_from_continuation(prefix, t)
+            complete_head(code_from_continuation(prefix, t))
+            if f == "length"
+            else code_from_continuation(prefix, t)
             for t, f in zip(gen["texts"], finish, strict=False)
         ]
 
