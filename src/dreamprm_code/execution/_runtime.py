@@ -363,6 +363,18 @@ EXIT_MEMORY = 4
 EXIT_SETUP = 5
 
 
+def _candidate_child(setup, body) -> None:
+    """In a freshly forked candidate: ``setup`` (limits, uid, fds), then ``body``; never returns.
+    A failed set-up is reported on stderr and exits with ``EXIT_SETUP``, before any model code runs."""
+    try:
+        setup()
+    except BaseException as exc:
+        os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
+        os._exit(EXIT_SETUP)
+    body()
+    os._exit(0)
+
+
 class _Proc:
     """One running candidate, however it was started; ``ended_fd`` turns readable when it ends."""
 
@@ -552,16 +564,14 @@ class _Worker:
         self._await_uid_free(uid)
         pid = os.fork()
         if pid == 0:
-            try:
+
+            def setup() -> None:
                 self.libc.prctl(PR_SET_NAME, b"candidate", 0, 0, 0)
                 self._drop_privileges(uid)
                 os.mkdir(workdir, 0o700)
                 self._enter_candidate(limits, fds, workdir, new_session=False)
-            except BaseException as exc:
-                os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
-                os._exit(EXIT_SETUP)
-            body()
-            os._exit(0)
+
+            _candidate_child(setup, body)
         for fd in fds.values():
             os.close(fd)
         return _ForkedProc(self, pid, workdir, uid)
@@ -584,14 +594,12 @@ class _Worker:
                     os._exit(EXIT_SETUP)
                 pid_b = os.fork()
                 if pid_b == 0:
-                    try:
+
+                    def setup() -> None:
                         os.close(status_w)
                         self._enter_candidate(limits, fds, workdir)
-                    except BaseException as exc:
-                        os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
-                        os._exit(EXIT_SETUP)
-                    body()
-                    os._exit(0)
+
+                    _candidate_child(setup, body)
                 for fd in fds.values():
                     os.close(fd)
                 os.write(status_w, struct.pack(">i", pid_b))
