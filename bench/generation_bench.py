@@ -186,9 +186,8 @@ def cof_vs_plain(args: argparse.Namespace) -> None:
     from dreamprm_code.data import load_problems
     from dreamprm_code.execution import Executor, Limits
     from dreamprm_code.io import atomic_write_json, read_jsonl
-    from dreamprm_code.policy import SamplingParams
+    from dreamprm_code.policy import SamplingParams, load_policy
     from dreamprm_code.policy.generate import generate_solutions
-    from dreamprm_code.policy.hf import HFPolicy
 
     he = load_problems("humaneval")[: args.humaneval]
     lc = [p for p in load_problems(f"leetcode:{args.leetcode_path}") if p.difficulty == "easy"][: args.leetcode]
@@ -211,7 +210,10 @@ def cof_vs_plain(args: argparse.Namespace) -> None:
             if args.budget_min <= 0:
                 break
             if pol is None:
-                pol = TimedPolicy(HFPolicy(args.policy, threads=args.threads, dtype=args.dtype))
+                opts = {"threads": args.threads, "dtype": args.dtype}
+                if args.quantize:
+                    opts["quantize"] = args.quantize
+                pol = TimedPolicy(load_policy(args.policy, **opts))  # embedded: int8 on a CPU, as users get it
             pol.seconds, pol.tokens = 0.0, 0
             sols = generate_solutions(problems, pol, args.n, sampling, style, out / f"{style}.jsonl", executor=ex,
                                       code_prefill=True, show_progress=True)
@@ -249,6 +251,7 @@ def main() -> None:
     ap.add_argument("--policy", default="embedded")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", default=None)
+    ap.add_argument("--quantize", default=None, help="cof-vs-plain: int8 | none (default: the backend's own)")
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=8, help="throughput: HumanEval prompts per batch")
     ap.add_argument("--max-new-tokens", type=int, default=32)
