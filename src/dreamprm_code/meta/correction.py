@@ -165,6 +165,27 @@ def _ids_of(batch: Any) -> Tensor:
     return ids
 
 
+def _over_all_ranks(grad: Tensor, touched: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum the hypergradient and unite the touched entries over all training processes.
+
+    Each process runs the outer step on its own training batch (different examples), so the sum
+    holds every rank's entries; all ranks then take the same Adam step and keep identical labels,
+    as DDP keeps identical weights. One process: unchanged.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return grad, touched
+    on_gpu = dist.get_backend() == "nccl"
+    mask = torch.zeros_like(grad)
+    mask[touched] = 1.0
+    both = torch.stack([grad, mask])
+    both = both.to(torch.device("cuda", torch.cuda.current_device())) if on_gpu else both
+    dist.all_reduce(both)
+    both = both.cpu()
+    return both[0], torch.nonzero(both[1]).flatten()
+
+
 class Correction:
     """Targets for the PRM's inner steps and the outer step that corrects them.
 
@@ -292,8 +313,7 @@ class Correction:
         # information of the parameterisation, y (1 - y) for y = sigmoid(a), which cancels the chain
         # factor dy/da. Adam thus receives dL/dy (dL/dw): a label at the clamp moves as readily as
         # one at 0.5, where the plain chain would shrink its step ~50x.
-        grad = value_grad
-        touched = torch.unique(ids[mask])
+        grad, touched = _over_all_ranks(value_grad, torch.unique(ids[mask]))
         before = self.label_values() if self.mode == "labels" else self.weight_values()
         delta = self._adam.step(self.param, touched, grad[touched]) if touched.numel() else torch.zeros(0)
         after = self.label_values() if self.mode == "labels" else self.weight_values()
