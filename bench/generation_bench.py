@@ -54,6 +54,14 @@ def _prompt_text(policy, style: str = "cof"):
     return build_prompt(problem, style)
 
 
+def _sync() -> None:
+    """Wait for queued GPU work, so that a timer reads what it measures (no-op on a CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def throughput(args: argparse.Namespace) -> None:
     import torch
 
@@ -75,13 +83,15 @@ def throughput(args: argparse.Namespace) -> None:
 
     def bare(batch: list[str]) -> tuple[float, int]:
         """``model.generate`` with ``num_return_sequences``: what the backend did before (one prompt per call)."""
-        enc = pol.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = pol.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(pol.device)
+        _sync()
         t0 = time.perf_counter()
         with torch.inference_mode():
             seqs = pol.model.generate(
                 **enc, do_sample=True, temperature=0.7, top_p=0.95, top_k=0, num_return_sequences=args.n,
                 max_new_tokens=args.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(eos),
             )
+        _sync()
         dt = time.perf_counter() - t0
         return dt, sum(_count(g, eos, pad) for g in seqs[:, enc["input_ids"].shape[1]:].tolist())
 
@@ -90,18 +100,27 @@ def throughput(args: argparse.Namespace) -> None:
         return sum(r[0] for r in runs), sum(r[1] for r in runs)
 
     def backend() -> tuple[float, int]:
+        _sync()
         t0 = time.perf_counter()
         out = pol.generate(prompts, args.n, sampling)
+        _sync()
         return time.perf_counter() - t0, sum(c.completion_tokens for cs in out for c in cs)
 
-    rates: dict[str, list[float]] = {"backend": [], "bare-batched": [], "bare-per-prompt": []}
+    runs = [("backend", backend), ("bare-batched", lambda: bare(texts)), ("bare-per-prompt", per_prompt)]
+    if args.skip_per_prompt:
+        runs.pop()
+    rates: dict[str, list[float]] = {name: [] for name, _ in runs}
+    if args.warmup:  # first calls pay for kernel selection and allocator growth (seconds on a GPU)
+        backend()
+        bare(texts)
     for r in range(args.rounds):
-        for name, fn in (("backend", backend), ("bare-batched", lambda: bare(texts)), ("bare-per-prompt", per_prompt)):
+        for name, fn in runs:
             torch.manual_seed(r)
             dt, tok = fn()
             rates[name].append(tok / dt)
             print(f"round {r}: {name} {tok} tok in {dt:.1f}s = {tok / dt:.2f} tok/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
+    med.setdefault("bare-per-prompt", float("nan"))
     print(f"RESULT throughput ({pol.name}, {args.prompts} prompts x n={args.n}, {args.rounds} rounds, medians): "
           f"backend {med['backend']:.2f} tok/s; bare model.generate on the same batch {med['bare-batched']:.2f} "
           f"(ratio {med['backend'] / med['bare-batched']:.2f}, target >= 0.8); bare one prompt per call "
@@ -256,6 +275,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8, help="throughput: HumanEval prompts per batch")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--warmup", action="store_true", help="throughput: one untimed round first (use on a GPU)")
+    ap.add_argument("--skip-per-prompt", action="store_true", help="throughput: leave out the one-prompt-per-call baseline")
     ap.add_argument("--humaneval", type=int, default=20)
     ap.add_argument("--leetcode", type=int, default=20)
     ap.add_argument("--leetcode-path", default=str(LEETCODE))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -41,9 +42,7 @@ def main() -> None:
     if rank == 0:
         save_tiny_backbone(backbone, hidden_size=32)
         (out / "tiny.done").write_text("")
-    while not (out / "tiny.done").exists():
-        import time
-
+    while not (out / "tiny.done").exists():  # rank 0 writes the backbone
         time.sleep(0.1)
     train_ids, meta_ids = [f"t{k}" for k in range(4)], [f"m{k}" for k in range(2)]
     labels, meta = [], []

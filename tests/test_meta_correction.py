@@ -17,6 +17,8 @@ from dreamprm_code.prm.model import wrap_backbone
 from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+#: The GPU path runs where there is one (the device machine); CI has none and skips it.
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
 
 
 @pytest.fixture(scope="module")
@@ -164,11 +166,34 @@ def test_hypergradient_matches_finite_difference_of_unrolled_objective(
     analytic = corr.grad_of(look.jvp, look.dl_dz, look.dl_dzdy, look.scale, batch)
     numeric = _fd_grad(model, batch, meta, torch.ones(n, dtype=torch.float64), mode, eta, loss)
     assert numeric.abs().max() > 1e-6, "the check must see a non-trivial gradient"
+    _assert_close_gradients(analytic, numeric)
+
+
+def _assert_close_gradients(analytic: torch.Tensor, numeric: torch.Tensor) -> None:
     rel = float((analytic - numeric).norm() / numeric.norm())
     assert rel < 1e-3, (rel, analytic, numeric)
     # the sign matters most: every sizeable entry agrees
     big = numeric.abs() > 0.05 * numeric.abs().max()
     assert torch.equal(torch.sign(analytic[big]), torch.sign(numeric[big]))
+
+
+@pytest.mark.parametrize("mode", ["labels", "weights"])
+@pytest.mark.parametrize("device", [CUDA])
+def test_hypergradient_matches_finite_difference_on_a_gpu(tokenizer, mode, device):
+    """The same fp64 check with model and batches on the GPU (forward-mode JVP, CUDA kernels)."""
+    torch.manual_seed(0)
+    model = _prm(tokenizer, dtype=torch.float64).to(device)
+    rng = random.Random(1)
+    batch = _batch(rng, 4, len(tokenizer)).to(device)
+    meta = _batch(rng, 5, len(tokenizer), meta=True).to(device)
+    n = int(batch.label_ids.max()) + 1
+    corr = make_correction(mode, torch.full((n,), 0.5), {"fd_eps": 1e-5}, logits_fn=logits64, meta_fn=meta64)
+    look = lookahead(model, batch, batch.targets.double(), None, meta, 0.5, logits_fn=logits64, meta_fn=meta64,
+                     method="forward", loss="bce")
+    analytic = corr.grad_of(look.jvp, look.dl_dz, look.dl_dzdy, look.scale, batch)
+    numeric = _fd_grad(model, batch, meta, torch.ones(n, dtype=torch.float64), mode, 0.5, "bce")
+    assert numeric.abs().max() > 1e-6, "the check must see a non-trivial gradient"
+    _assert_close_gradients(analytic, numeric)
 
 
 @pytest.mark.parametrize("method", ["forward", "fd"])
@@ -253,14 +278,15 @@ def test_forward_and_finite_difference_jvp_agree_on_fp32_lora_with_sdpa(tokenize
     assert cos > 0.999 and torch.allclose(a.jvp, b.jvp, rtol=2e-2, atol=1e-3 * float(a.jvp.abs().max()))
 
 
-def test_bf16_backbone_gives_fp32_hypergradient_close_to_fp32(tokenizer):
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_bf16_backbone_gives_fp32_hypergradient_close_to_fp32(tokenizer, device):
     rng = random.Random(4)
-    batch = _batch(rng, 4, len(tokenizer))
-    meta = _batch(rng, 4, len(tokenizer), meta=True)
+    batch = _batch(rng, 4, len(tokenizer)).to(device)
+    meta = _batch(rng, 4, len(tokenizer), meta=True).to(device)
     torch.manual_seed(0)
-    m32 = _prm(tokenizer, lora_r=4, seed=3)
+    m32 = _prm(tokenizer, lora_r=4, seed=3).to(device)
     torch.manual_seed(0)
-    m16 = _prm(tokenizer, lora_r=4, seed=3, dtype=torch.bfloat16)
+    m16 = _prm(tokenizer, lora_r=4, seed=3, dtype=torch.bfloat16).to(device)
     a = lookahead(m32, batch, batch.targets, None, meta, 1e-2)
     b = lookahead(m16, batch, batch.targets, None, meta, 1e-2)
     assert b.jvp.dtype == torch.float32 and torch.isfinite(b.jvp).all()

@@ -16,7 +16,8 @@ SCRIPT = Path(__file__).with_name("multiprocess_train.py")
 
 @pytest.mark.timeout(300)
 def test_two_processes_share_one_set_of_corrected_labels(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # gloo on CPUs, also where a GPU is visible (two NCCL ranks cannot share one GPU)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
            str(tmp_path)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)

@@ -84,7 +84,7 @@ class TrainStageConfig(_Strict):
     lr: float = Field(2e-4, gt=0)
     lora_r: int = Field(8, ge=0, description="0 = full fine-tuning")
     max_length: int = Field(1024, ge=64)
-    meta_every: int = Field(8, ge=1, description="outer (meta) step every M inner steps")
+    meta_every: int = Field(12, ge=1, description="outer (meta) step every M inner steps")
     meta_lr: float = Field(0.1, gt=0)
     meta_share: float = Field(
         0.25, ge=0, lt=1,

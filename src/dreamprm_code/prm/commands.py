@@ -51,7 +51,7 @@ def train_command(
     batch_size: int = typer.Option(4, "--batch-size"),
     max_length: int = typer.Option(1024, "--max-length"),
     loss: str = typer.Option("bce", "--loss", help="bce | mse"),
-    meta_every: int = typer.Option(8, "--meta-every", help="an outer step every M steps"),
+    meta_every: int = typer.Option(12, "--meta-every", help="an outer step every M steps"),
     meta_lr: float = typer.Option(0.1, "--meta-lr"),
     inner_lr: float = typer.Option(1e-3, "--inner-lr"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16"),

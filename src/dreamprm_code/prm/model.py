@@ -8,6 +8,7 @@ k: one forward pass over a candidate yields every prefix's score.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,24 @@ def resolve_backbone(spec: str) -> str:
             ) from None
         return spec
     return str(resolve_model(spec))
+
+
+def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
+    """SDPA without the cuDNN kernel on CUDA: cuDNN builds a graph for every new sequence length
+    (hundreds of ms each), and PRM batches have a new padded length almost every step. On an H100
+    a bf16 LoRA training step took 1.5 s with it (docs/benchmarks.md, GPU paths)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.backends import cuda
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # keep what an enclosing context allows (the forward-mode JVP allows only the math kernel)
+    enabled = [
+        (SDPBackend.FLASH_ATTENTION, cuda.flash_sdp_enabled()),
+        (SDPBackend.EFFICIENT_ATTENTION, cuda.mem_efficient_sdp_enabled()),
+        (SDPBackend.MATH, cuda.math_sdp_enabled()),
+    ]
+    return sdpa_kernel([kernel for kernel, on in enabled if on] or [SDPBackend.MATH])
 
 
 class StepHead(nn.Module):
@@ -96,7 +115,8 @@ class ProcessRewardModel(nn.Module):
         """
         if bool(attention_mask.all()):
             attention_mask = None
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        with attention_kernels(input_ids.device):
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
         return out.last_hidden_state
 
     def step_logits(self, batch: StepBatch) -> torch.Tensor:

@@ -68,7 +68,7 @@ class TrainConfig:
     loss: str = "bce"  #: ``bce`` (soft-label BCE with logits) or ``mse`` (on the probability)
     outcome_only: bool = False  #: train on final-step labels only: the ORM baseline, same backbone
     correction: str = "labels"  #: ``labels`` | ``weights`` | ``none`` (decision 4); needs a meta set
-    meta_every: int = 8  #: an outer (label-correction) step every M training steps (8: <= 1.5x cost, docs/label-correction.md)
+    meta_every: int = 12  #: an outer (label-correction) step every M training steps (12: <= 1.5x cost on CPU and GPU, docs/benchmarks.md)
     meta_lr: float = 0.1  #: learning rate of the corrected labels / weights
     inner_lr: float = 1e-3  #: SGD step size of the one-step look-ahead in the outer step
     meta_batch_size: int = 8  #: meta-set solutions per outer step
