@@ -7,14 +7,30 @@ behaviour likewise (OUT/behaviours.jsonl), so a second run only re-does the stat
 
     python bench/scaling_pools.py --problems apps-stdin:../shared/data/apps-150/problems.jsonl \
         --solutions ../shared/data/pools/apps-mapcoder --out runs/bench-apps [--scores NAME=FILE ...]
+
+``--prm NAME=DIR`` scores every candidate with a trained checkpoint first (resumable, into
+``OUT/scores-NAME.jsonl``), e.g. the models of a pipeline run trained on other problems;
+``--max-problems N`` evaluates a seeded sample of N problems (scoring on a CPU is the cost).
+
+    python bench/scaling_pools.py --problems humaneval --solutions ../shared/data/pools/humaneval-mapcoder \
+        --out runs/bench-he-prm --max-problems 40 --prm ORM=runs/cpu-study/models/orm \
+        --prm PRM=runs/cpu-study/models/prm --prm DreamPRM-Code=runs/cpu-study/models/prm-labels \
+        --exclude-problems runs/cpu-study/problems/train.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
+from pathlib import Path
+
+import torch
 
 from dreamprm_code.data import load_problems, load_solutions
+from dreamprm_code.io import read_jsonl
+from dreamprm_code.prm.checkpoint import load_prm
+from dreamprm_code.prm.score import score_to_file
 from dreamprm_code.report.write import write_report
 from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
 from dreamprm_code.scaling.evaluate import OVERALL, evaluate
@@ -30,10 +46,32 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--label", default="verdict", choices=["verdict", "recorded"])
+    ap.add_argument("--prm", action="append", default=[], help="NAME=DIR: score with this checkpoint first")
+    ap.add_argument("--max-problems", type=int, default=0, help="a seeded sample of this many problems (0 = all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exclude-problems", type=Path, help="a problems JSONL (e.g. a run's problems/train.jsonl) to leave out")
     args = ap.parse_args()
 
     problems = load_problems(args.problems)
     solutions = load_solutions(args.solutions, problems)
+    if args.exclude_problems:  # the PRMs' own training problems: the table must be on other problems
+        seen = {r["id"] for r in read_jsonl(args.exclude_problems)}
+        problems = [p for p in problems if p.id not in seen]
+        solutions = [s for s in solutions if s.problem_id not in seen]
+    if args.max_problems:
+        ids = sorted({s.problem_id for s in solutions})
+        keep = set(random.Random(args.seed).sample(ids, min(args.max_problems, len(ids))))
+        problems = [p for p in problems if p.id in keep]
+        solutions = [s for s in solutions if s.problem_id in keep]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for spec in args.prm:
+        name, path = parse_score_spec(spec)
+        scores = Path(args.out) / f"scores-{name}.jsonl"
+        t1 = time.perf_counter()
+        n = score_to_file(load_prm(path, device="cuda" if torch.cuda.is_available() else "cpu"), problems,
+                          solutions, scores)
+        print(f"{name}: scored {n} candidates in {time.perf_counter() - t1:.0f}s -> {scores}", flush=True)
+        args.scores.append(f"{name}={scores}")
     t0 = time.perf_counter()
     if args.label == "verdict":
         fill_verdicts(problems, solutions, cache_dir=args.out, workers=args.workers)

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import JsonlAppender, load_records, require
-from dreamprm_code.progress import console, make_progress
+from dreamprm_code.io import load_records, require
+from dreamprm_code.progress import console
 from dreamprm_code.records import StepLabel
 
 
@@ -135,21 +135,13 @@ def score_command(
 
     from dreamprm_code.data import load_problems, load_solutions
     from dreamprm_code.prm.checkpoint import load_prm
-    from dreamprm_code.prm.score import score_solutions
+    from dreamprm_code.prm.score import score_to_file
 
     probs = load_problems(problems)
     sols = load_solutions(solutions, probs)
     model = load_prm(prm, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with JsonlAppender(out, key=lambda r: r["solution_id"]) as sink:
-        todo = [s for s in sols if s.id not in sink.done]
-        console.print(f"{len(sols)} candidates, {len(sols) - len(todo)} already scored")
-        with make_progress() as bar:
-            task = bar.add_task("score", total=len(todo), info="")
-            for i in range(0, len(todo), chunk):
-                part = todo[i : i + chunk]
-                for rec in score_solutions(model, probs, part, batch_tokens=batch_tokens):
-                    sink.append(rec.to_dict())
-                bar.advance(task, len(part))
+    done = score_to_file(model, probs, sols, out, batch_tokens=batch_tokens, chunk=chunk)
+    console.print(f"{len(sols)} candidates, {len(sols) - done} were already scored")
     console.print(f"step scores: {out}")
 
 

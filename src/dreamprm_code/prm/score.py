@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -167,3 +168,31 @@ def score_prefixes_separately(
     for ex, ps in zip(examples, probs, strict=True):
         per[ex.solution_id].append(ps[0])
     return [per[s.id] for s in solutions]
+
+
+def score_to_file(
+    prm: ProcessRewardModel,
+    problems: Mapping[str, Problem] | Sequence[Problem] | None,
+    solutions: Sequence[Solution],
+    out: str | Path,
+    *,
+    batch_tokens: int = 16384,
+    chunk: int = 64,
+    progress: bool = True,
+) -> int:
+    """Score the candidates not yet in ``out`` (step-scores JSONL), appending ``chunk`` at a time.
+
+    A killed run resumes where it stopped; returns how many candidates this call scored.
+    """
+    from dreamprm_code.io import JsonlAppender
+
+    with JsonlAppender(out, key=lambda r: r["solution_id"]) as sink:
+        todo = [s for s in solutions if s.id not in sink.done]
+        with make_progress(disable=not progress) as bar:
+            task = bar.add_task("score", total=len(todo), info=f"{len(solutions) - len(todo)} already scored")
+            for i in range(0, len(todo), chunk):
+                part = todo[i : i + chunk]
+                for rec in score_solutions(prm, problems, part, batch_tokens=batch_tokens):
+                    sink.append(rec.to_dict())
+                bar.advance(task, len(part))
+    return len(todo)
