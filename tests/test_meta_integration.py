@@ -124,6 +124,25 @@ def test_trainer_runs_outer_steps_logs_meta_loss_saves_labels_and_resumes(backbo
     assert (tmp_path / "cli" / "label_histogram.png").exists()
 
 
+@pytest.mark.parametrize("mode", ["labels", "weights"])
+def test_a_correction_reaches_the_model_within_one_epoch(backbone, tmp_path, mode):
+    """The outer step runs before its batch's inner step, so one epoch trains on corrected values."""
+    from safetensors.torch import load_file
+
+    train_ids = ["t0", "t1"]
+    meta = _solutions(["m0", "m1"])
+    labels = _labels(train_ids)
+    problems = _problems(train_ids + ["m0", "m1"])
+    heads = {}
+    for every in (1, 1000):  # an outer step before every batch, or none at all (same targets otherwise)
+        out = tmp_path / f"every{every}"
+        train_prm(_config(backbone, out, correction=mode, meta_every=every, meta_lr=0.5), labels,
+                  meta_set=meta, problems=problems, progress=False)
+        heads[every] = load_file(str(out / "head.safetensors"))
+    moved = max(float((heads[1][k] - heads[1000][k]).abs().max()) for k in heads[1])
+    assert moved > 1e-6, "the corrected labels / weights must change what the model learns"
+
+
 def test_plots_from_a_summary_file_and_clear_errors(tmp_path):
     summary = {
         "mode": "weights",

@@ -377,6 +377,13 @@ def train_prm(
             model.train()
             for batch in loader:
                 t_step = time.perf_counter()
+                outer: dict[str, Any] = {}
+                if meta_stream is not None and (step + 1) % config.meta_every == 0:
+                    # MW-Net order: correct this batch's labels by the look-ahead, then train on them,
+                    # so a correction counts even in an example's last (or only) epoch
+                    meta_batch = next(meta_stream).to(accelerator.device)
+                    meta_batches += 1
+                    outer = correction.outer_step(model=prm, train_batch=batch, meta_batch=meta_batch, inner_lr=config.inner_lr)
                 targets, weights = correction.targets(batch)
                 loss = step_loss(model(batch), targets, weights, config.loss)
                 accelerator.backward(loss)
@@ -386,11 +393,7 @@ def train_prm(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step, seen, tokens = step + 1, seen + 1, tokens + batch.num_tokens
-                rec: dict[str, Any] = {"step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}
-                if meta_stream is not None and step % config.meta_every == 0:
-                    meta_batch = next(meta_stream).to(accelerator.device)
-                    meta_batches += 1
-                    rec.update(correction.outer_step(model=prm, train_batch=batch, meta_batch=meta_batch, inner_lr=config.inner_lr))
+                rec: dict[str, Any] = {"step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], **outer}
                 now = time.perf_counter()
                 rate = tokens / max(now - t0, 1e-9)
                 rec.update(tokens=batch.num_tokens, seconds=now - t_step, tokens_per_s=rate)
