@@ -50,14 +50,13 @@ def random_backbone(files: Path, out: Path, dtype: torch.dtype = torch.bfloat16)
 def pool_data(data: Path, max_candidates: int):
     """Training labels (every step labelled with its candidate's verdict), meta set, problems."""
     from dreamprm_code.cof import split_steps
-    from dreamprm_code.data import load_problems, load_solutions
+    from dreamprm_code.data import load_problems, load_solutions, recorded_verdict
     from dreamprm_code.records import StepLabel
 
     problems = {p.id: p for p in load_problems(f"apps:{data / 'apps-150' / 'problems.jsonl'}")}
     sols = load_solutions(data / "pools" / "apps-mapcoder", problems.values())
     for s in sols:
-        if s.verdict is None and "recorded_is_solved" in s.meta:
-            s.verdict = "pass" if s.meta["recorded_is_solved"] else "wrong_answer"
+        s.verdict = s.verdict or recorded_verdict(s)
         s.steps = s.steps or split_steps(s.code)
     sols = [s for s in sols if s.verdict and s.code.strip() and s.steps]
     ids = sorted({s.problem_id for s in sols})

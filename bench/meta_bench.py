@@ -120,7 +120,7 @@ class _LiveTensorPeak:
 
 def _real_examples(n: int, max_length: int, fmt):
     """Training-like examples from real pool candidates (steps from cof), targets = verdict."""
-    from dreamprm_code.data import load_problems, load_solutions
+    from dreamprm_code.data import load_problems, load_solutions, recorded_verdict
     from dreamprm_code.prm.data import examples_from_solutions
 
     problems = {p.id: p for p in load_problems(f"apps:{DATA / 'apps-150' / 'problems.jsonl'}")}
@@ -128,8 +128,7 @@ def _real_examples(n: int, max_length: int, fmt):
     rng = random.Random(0)
     rng.shuffle(sols)
     for s in sols:  # the pools' recorded outcome (the bench needs inputs, not exact verdicts)
-        if s.verdict is None and "recorded_is_solved" in s.meta:
-            s.verdict = "pass" if s.meta["recorded_is_solved"] else "wrong_answer"
+        s.verdict = s.verdict or recorded_verdict(s)
     sols = [s for s in sols if s.verdict is not None and s.code.strip()][: 2 * n]
     train = examples_from_solutions(sols[:n], fmt, problems, with_verdicts=True)
     meta = examples_from_solutions(sols[n:], fmt, problems, final_only=True, with_verdicts=True)

@@ -75,17 +75,18 @@ def _norm(text: str) -> str:
 def pool_solutions(pool: Path) -> tuple[dict[str, Any], list[Any]]:
     """HumanEval problems and the pool's unique candidates with their recorded verdicts and steps."""
     from dreamprm_code.cof import split_steps
-    from dreamprm_code.data import load_problems, load_solutions
+    from dreamprm_code.data import load_problems, load_solutions, recorded_verdict
 
     problems = {p.id: p for p in load_problems("humaneval")}
     seen: set[tuple[str, str]] = set()
     out = []
     for s in load_solutions(pool, problems.values()):
         key = (s.problem_id, _norm(s.code))
-        if not s.code.strip() or key in seen or "recorded_is_solved" not in s.meta:
+        verdict = recorded_verdict(s)
+        if not s.code.strip() or key in seen or verdict is None:
             continue
         seen.add(key)
-        s.verdict = "pass" if s.meta["recorded_is_solved"] else "wrong_answer"
+        s.verdict = verdict
         s.steps = split_steps(s.code)
         out.append(s)
     return problems, out

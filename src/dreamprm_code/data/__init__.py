@@ -9,6 +9,6 @@
 
 from dreamprm_code.data.extract import extract_code
 from dreamprm_code.data.problems import SOURCES, load_problem_file, load_problems
-from dreamprm_code.data.solutions import load_solutions
+from dreamprm_code.data.solutions import load_solutions, recorded_verdict
 
-__all__ = ["SOURCES", "extract_code", "load_problem_file", "load_problems", "load_solutions"]
+__all__ = ["SOURCES", "extract_code", "load_problem_file", "load_problems", "load_solutions", "recorded_verdict"]

@@ -304,3 +304,13 @@ def load_solutions(path: str | Path, problems: Iterable[Problem] | None = None) 
             )
         seen.add(s.id)
     return out
+
+
+def recorded_verdict(solution: Solution) -> str | None:
+    """A pool candidate's recorded outcome as a verdict (``pass`` / ``wrong_answer``), else None.
+
+    For benchmarks that need inputs with outcomes but not exact, re-executed verdicts.
+    """
+    if "recorded_is_solved" not in solution.meta:
+        return None
+    return "pass" if solution.meta["recorded_is_solved"] else "wrong_answer"
