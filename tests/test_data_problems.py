@@ -128,6 +128,8 @@ def test_mbpp_real(shared_data: Path) -> None:
     raw = _raw(path, "task_id", 1)
     assert p.id == "mbpp/1" and p.entry_point == "min_cost"
     assert "def min_cost(cost, m, n):" in p.statement and raw["text"] in p.statement
+    # the first test is shown as MBPP's own prompt shows it: the only word on the return type
+    assert p.statement.endswith(raw["test_list"][0].strip()) and raw["test_list"][1] not in p.statement
     assert p.tests[0] == Case(kind="functional", input=[[[1, 2, 3], [4, 8, 2], [1, 5, 3]], 2, 2], output=8)
     assert len(p.tests) == len(raw["test_list"])
     # tuple-valued tests stay asserts (JSON would turn tuples into lists and compare loosely)

@@ -99,7 +99,12 @@ def _parse(rec: dict) -> Problem:
         raise UserError("no function call found in the tests", field="test_list")
     entry = callees.most_common(1)[0][0]
     sig = functions.get(entry) or f"def {entry}(...):"
-    statement = f"{text}\nWrite it as a Python function `{entry}` with this signature:\n{sig}"
+    # MBPP's own prompt shows the tests (evalplus's MBPP+ shows the first one): without an
+    # example the expected return type is often a guess (a list or a tuple, a string or a value).
+    statement = (
+        f"{text}\nWrite it as a Python function `{entry}` with this signature:\n{sig}\n"
+        f"Your code should pass this test:\n{lines[0].strip()}"
+    )
     return Problem(
         id=f"mbpp/{task_id}",
         title=entry,
