@@ -278,7 +278,7 @@ class HFPolicy:
                 [StopOnText(tok, sampling.stop, enc["input_ids"].shape[1])]
             )
         if cache is not None:
-            kwargs["past_key_values"] = cache
+            kwargs[self._cache_kwarg] = cache
         with torch.inference_mode():
             seqs = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
@@ -288,6 +288,14 @@ class HFPolicy:
             comps = [self._completion(gen[b * per + j], int(plen), sampling) for j in range(per)]
             out.append([replace(comps[0]) for _ in range(n)] if greedy else comps)
         return out
+
+    @property
+    def _cache_kwarg(self) -> str:
+        """The KV cache's keyword: ``cache`` from transformers 5.2x on (``past_key_values`` is
+        deprecated there and goes in 5.40), ``past_key_values`` before."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     def _prefill(self, enc: dict[str, Any], per: int) -> Any:
         """The KV cache of every prompt but its last token, computed once and copied to its ``per`` rows.
@@ -304,7 +312,7 @@ class HFPolicy:
         with torch.inference_mode():
             self.model(
                 input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True,
+                use_cache=True, **{self._cache_kwarg: cache},
             )
         cache.batch_repeat_interleave(per)
         return cache
