@@ -15,6 +15,7 @@ which lets the labeller draw a prefix's rollouts in rounds that are prefixes of 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -289,7 +290,7 @@ class HFPolicy:
             out.append([replace(comps[0]) for _ in range(n)] if greedy else comps)
         return out
 
-    @property
+    @functools.cached_property
     def _cache_kwarg(self) -> str:
         """The KV cache's keyword: ``cache`` from transformers 5.2x on (``past_key_values`` is
         deprecated there and goes in 5.40), ``past_key_values`` before."""
