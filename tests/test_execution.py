@@ -246,6 +246,44 @@ def test_assert_mbpp_style_with_setup_and_caught_exception(ex: Executor) -> None
     assert ex.run(p, code).verdict == "pass"
 
 
+def test_literal_assert_calls_go_ahead_in_one_batch(ex: Executor, monkeypatch) -> None:
+    test = ("def check(candidate):\n    \"\"\"doc\"\"\"\n    assert candidate(1, 2) == 3\n"
+            "    assert abs(candidate(-1, b=0.5) + 0.5) < 1e-9, 'message'\n    assert candidate(2, 2) == 4\n"
+            "    for x in range(3):\n        assert candidate(x, 1) == x + 1\n")
+    plan = runner._planned_calls(test, "add")
+    assert [json.loads(text)["args"] for text, _ in plan] == [[1, 2], [-1], [2, 2]]  # up to the loop
+    sent = []
+    real = rt.write_frame_by
+    monkeypatch.setattr(rt, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
+    p = assert_problem(test)
+    assert ex.run(p, "def add(a, b=0):\n    return a + b").verdict == "pass"
+    assert len(sent[0]["batch"]) == 3 and len(sent) == 4  # one batch, then the loop's calls one by one
+    # State carried from call to call and a failure mid-batch: the same verdicts as one by one.
+    counting = "n = [0]\ndef add(a, b=0):\n    n[0] += 1\n    return a + b if n[0] != 3 else -1"
+    res = ex.run(p, counting)
+    assert res.verdict == "wrong_answer" and "candidate(2, 2)" in res.tests[0].error
+    raising = "n = [0]\ndef add(a, b=0):\n    n[0] += 1\n    if n[0] == 2:\n        raise KeyError(n[0])\n    return a + b"
+    assert ex.run(p, raising).verdict == "runtime_error"
+    hangs = "def add(a, b=0):\n    while b == 0.5:\n        pass\n    return a + b"
+    assert ex.run(p, hangs).verdict == "time_limit"
+
+
+def test_a_wrong_batch_guess_reruns_call_by_call(ex: Executor, monkeypatch) -> None:
+    # The ``check`` the harness calls is not the one the plan was read from: it makes one of
+    # the three planned calls, so the candidate ran two the test never asked for.
+    test = ("def check(candidate):\n    assert candidate(1) == 1\n    assert candidate(2) == 2\n"
+            "    assert candidate(3) == 3\n\ndef _other(c):\n    assert c(1) == 1\n\ncheck = _other\n")
+    assert len(runner._planned_calls(test, "add")) == 3
+    runs = []
+    real = runner._run_tests_once
+    monkeypatch.setattr(runner, "_run_tests_once", lambda *a, **k: (runs.append(k["plan"]), real(*a, **k))[1])
+    p = assert_problem(test)
+    # Counts its calls: only a rerun from a fresh process sees its single call as the first.
+    res = ex.run(p, "n = [0]\ndef add(a):\n    n[0] += 1\n    return a if n[0] == 1 else -1")
+    assert res.verdict == "pass"
+    assert runs == [True, False]
+
+
 # -- run_outputs, cache ----------------------------------------------------------------------------
 
 def test_run_outputs_gives_behaviour_without_comparing(ex: Executor) -> None:
