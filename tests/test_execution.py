@@ -284,6 +284,35 @@ def test_a_wrong_batch_guess_reruns_call_by_call(ex: Executor, monkeypatch) -> N
     assert runs == [True, False]
 
 
+def test_candidate_set_up(ex: Executor) -> None:
+    """What every candidate starts with, on both kinds of run: the limits, the environment, no
+    privileges, and no file descriptor but its own (checked from inside)."""
+    probe = (
+        "import os, resource, tempfile\n"
+        "def facts():\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    nnp = [l.split()[1] for l in status.splitlines() if l.startswith('NoNewPrivs')]\n"
+        "    return {'fds': sorted(int(f) for f in os.listdir('/proc/self/fd')),\n"
+        "            'nnp': nnp, 'home': os.environ.get('HOME') == os.getcwd() == os.environ.get('TMPDIR')\n"
+        "            == tempfile.gettempdir(), 'env': sorted(os.environ),\n"
+        "            'limits': [resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) for n in\n"
+        "                       ('AS', 'DATA', 'FSIZE', 'NPROC', 'CORE', 'NOFILE')]}\n"
+    )
+    mb = 1024 * 1024
+    want_limits = [[512 * mb] * 2, [512 * mb] * 2, [64 * mb] * 2, [32, 32], [0, 0], [256, 256]]
+    f = func_problem("facts", [([], None)])
+    (out,) = ex.run_outputs(f, probe)
+    got = json.loads(out)
+    assert got["nnp"] == ["1"] and got["home"] and got["env"] == ["HOME", "LANG", "PATH", "TMPDIR"]
+    assert got["limits"] == want_limits
+    assert [fd for fd in got["fds"] if fd > 4] in ([], [got["fds"][-1]])  # 0-4, + the listdir's own
+    s = stdin_problem(tests=[("", "")])
+    (out,) = ex.run_outputs(s, probe + "import json\nprint(json.dumps(facts()))")
+    got = json.loads(out)
+    assert got["nnp"] == ["1"] and got["home"] and got["limits"] == want_limits
+    assert [fd for fd in got["fds"] if fd > 2] in ([], [got["fds"][-1]])
+
+
 # -- run_outputs, cache ----------------------------------------------------------------------------
 
 def test_run_outputs_gives_behaviour_without_comparing(ex: Executor) -> None:

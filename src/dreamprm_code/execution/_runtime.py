@@ -39,11 +39,14 @@ from decimal import Decimal, InvalidOperation
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
+# ``json.dumps(obj, ensure_ascii=False)`` builds an encoder per call; one, made once, writes the
+# same text (and a forked candidate does not touch, so copy, the pages of a new one per frame).
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def write_frame(fd: int, obj: object) -> None:
     """Write one frame; JSON allows NaN/Infinity so float results survive the trip."""
-    data = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    data = _ENCODE(obj).encode("utf-8", "surrogatepass")
     buf = memoryview(HEADER.pack(len(data)) + data)
     while buf:
         n = os.write(fd, buf)
@@ -113,7 +116,7 @@ def read_sole_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRA
 def write_frame_by(fd: int, obj: object, deadline: float) -> None:
     """:func:`write_frame` to a non-blocking fd, giving up (``TimeoutError``) at ``deadline``:
     a candidate that stops reading cannot block the host."""
-    data = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    data = _ENCODE(obj).encode("utf-8", "surrogatepass")
     buf = memoryview(HEADER.pack(len(data)) + data)
     while buf:
         try:
@@ -132,7 +135,7 @@ def send_frame_fds(sock, obj: object, fds: list[int]) -> None:
     import array
     import socket
 
-    data = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    data = _ENCODE(obj).encode("utf-8", "surrogatepass")
     frame = HEADER.pack(len(data)) + data
     sent = sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     buf = memoryview(frame)[sent:]
@@ -353,9 +356,9 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
 
 EXIT_EXCEPTION = 1
 EXIT_COMPILE = 3
@@ -486,6 +489,12 @@ class _Worker:
         self.drop_uid = config.get("drop_uid")
         self.ns_flags = CLONE_NEWUSER | CLONE_NEWPID | (CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS if config.get("unshare_net") else 0)
         self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        # NO_NEW_PRIVS is inherited by every child and can never be cleared: set once here, it
+        # holds for every candidate without a call in each (the worker never executes a
+        # program, the only thing the flag restricts). Where it did not take, each candidate
+        # sets it itself.
+        self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        self.nnp_inherited = self.libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
         if self.drop_uid is not None and os.getuid() == 0:
             try:  # the candidate's uid creates its working directory here
                 os.chmod(self.tmp_root, 0o1777 if self.tmp_root == "/tmp" else 0o1733)
@@ -501,6 +510,7 @@ class _Worker:
         self.pid_ns = self.fast or (config.get("pid_ns", True) is not False and self._probe_namespaces())
         self.prelude = _prelude_template()
         self.code_cache: dict[str, object] = {}
+        self.rlimit_last: tuple[dict | None, list] = (None, [])
 
     def _fast_possible(self) -> bool:
         """One fork per candidate is safe only where the worker can give it a uid of its own and
@@ -562,14 +572,20 @@ class _Worker:
         workdir = f"{self.tmp_root}/c{self.seq}"
         uid = self.cand_uid + self.seq % 2
         self._await_uid_free(uid)
+        rlimits = self._rlimits(limits)  # worked out here, once, not in every candidate
+        # The candidate's environment and temporary directory, set here so that the candidate
+        # inherits them: nothing of the worker's own work uses them.
+        import tempfile
+
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+        tempfile.tempdir = workdir
         pid = os.fork()
         if pid == 0:
 
             def setup() -> None:
-                self.libc.prctl(PR_SET_NAME, b"candidate", 0, 0, 0)
                 self._drop_privileges(uid)
                 os.mkdir(workdir, 0o700)
-                self._enter_candidate(limits, fds, workdir, new_session=False)
+                self._enter_candidate(rlimits, fds, workdir, new_session=False, env_ready=True)
 
             _candidate_child(setup, body)
         for fd in fds.values():
@@ -579,6 +595,7 @@ class _Worker:
     def _spawn_shim(self, limits: dict, fds: dict[int, int], body) -> _Proc:
         """Fork shim A, which forks candidate B (PID 1 of its own namespace when available);
         A reports B's pid, then B's exit status and rusage, on a status pipe."""
+        rlimits = self._rlimits(limits)
         status_r, status_w = os.pipe()
         pid_a = os.fork()
         if pid_a == 0:  # shim A
@@ -597,7 +614,7 @@ class _Worker:
 
                     def setup() -> None:
                         os.close(status_w)
-                        self._enter_candidate(limits, fds, workdir)
+                        self._enter_candidate(rlimits, fds, workdir)
 
                     _candidate_child(setup, body)
                 for fd in fds.values():
@@ -622,46 +639,16 @@ class _Worker:
             pid_b = -1
         return _ShimProc(self, pid_a, pid_b, status_r)
 
-    def _enter_candidate(self, limits: dict, fds: dict[int, int], workdir: str,  # noqa: C901
-                         new_session: bool = True) -> None:
-        """In the candidate, before any of its code: limits, no privileges, only the given fds.
-
-        A process group of its own is enough where the candidate runs under its own uid (it
-        cannot signal the worker's group anyway); ``setsid`` also creates a scheduler
-        autogroup, which costs more than everything else here.
-        """
+    def _rlimits(self, limits: dict) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+        """The candidate's resource limits, worked out in the worker (whose own limits the
+        candidate inherits) when ``limits`` change: per resource, the (soft, hard) pair
+        to set and the pair to fall back to if the kernel refuses it. The candidate then only
+        makes the ``setrlimit`` calls (fewer steps, and fewer pages touched, after the fork)."""
         import resource
 
-        try:
-            if new_session:
-                os.setsid()
-            else:
-                os.setpgid(0, 0)
-        except OSError:
-            pass
-        self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        # Move the fds we keep to fixed numbers, then close everything else (the worker's
-        # protocol socket above all: a candidate must not be able to talk to the host).
-        import fcntl
-
-        high = {target: fcntl.fcntl(fd, fcntl.F_DUPFD, 512) for target, fd in fds.items()}
-        for target, fd in high.items():
-            os.dup2(fd, target, inheritable=True)
-        for fd in range(3):
-            if fd not in fds:
-                null = os.open(os.devnull, os.O_RDWR)
-                os.dup2(null, fd)
-                os.close(null)
-        lowest = max([*fds, 2]) + 1
-        close_range = getattr(self.libc, "close_range", None)  # glibc >= 2.34: one syscall
-        if close_range is None or close_range(lowest, 0xFFFFFFFF, 0) != 0:
-            os.closerange(lowest, 1 << 20)
-        os.chdir(workdir)
-        # The worker already holds exactly PATH and LANG (see _Worker.__init__).
-        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-        import tempfile
-
-        tempfile.tempdir = workdir
+        last_limits, last = self.rlimit_last
+        if limits == last_limits:  # the usual case: every request of a run has the same limits
+            return last
         mem = int(limits["memory_mb"]) * 1024 * 1024
         cpu = int(math.ceil(limits.get("cpu_total") or limits["cpu_time"]))
         settings = [
@@ -673,15 +660,66 @@ class _Worker:
             (resource.RLIMIT_CORE, 0),
             (resource.RLIMIT_NOFILE, 256),
         ]
+        out = []
         for which, value in settings:
             soft, hard = resource.getrlimit(which)
             new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
             if which == resource.RLIMIT_CPU:
                 new_hard = new_hard + 1 if hard == resource.RLIM_INFINITY else hard
+            out.append((which, (min(value, new_hard), new_hard), (min(value, hard), hard)))
+        self.rlimit_last = (dict(limits), out)
+        return out
+
+    def _enter_candidate(self, rlimits: list, fds: dict[int, int], workdir: str,
+                         new_session: bool = True, env_ready: bool = False) -> None:
+        """In the candidate, before any of its code: limits (``rlimits``, from :meth:`_rlimits`
+        in the worker), no privileges, only the given fds.
+
+        A process group of its own is enough where the candidate runs under its own uid (it
+        cannot signal the worker's group anyway); ``setsid`` also creates a scheduler
+        autogroup, which costs more than everything else here. ``env_ready``: the worker
+        already set ``HOME``, ``TMPDIR`` and ``tempfile.tempdir`` to ``workdir`` before forking.
+        """
+        import resource
+
+        try:
+            if new_session:
+                os.setsid()
+            else:
+                os.setpgid(0, 0)
+        except OSError:
+            pass
+        if not self.nnp_inherited:
+            self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        # Move the fds we keep to fixed numbers, then close everything else (the worker's
+        # protocol socket above all: a candidate must not be able to talk to the host).
+        # A source that is itself one of the targets is moved out of the way first.
+        targets = set(fds)
+        moved = {target: os.dup(fd) if fd in targets else fd for target, fd in fds.items()}
+        for target, fd in moved.items():
+            if fd != target:
+                os.dup2(fd, target, inheritable=True)
+            else:
+                os.set_inheritable(fd, True)
+        if not {0, 1, 2} <= targets:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in range(3):
+                if fd not in targets:
+                    os.dup2(null, fd)
+            if null not in targets:
+                os.close(null)
+        os.closerange(max([*fds, 2]) + 1, 1 << 20)  # one close_range() call (glibc >= 2.34)
+        os.chdir(workdir)
+        if not env_ready:  # the worker already holds exactly PATH and LANG (see _Worker.__init__)
+            import tempfile
+
+            os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+            tempfile.tempdir = workdir
+        for which, wanted, fallback in rlimits:
             try:
-                resource.setrlimit(which, (min(value, new_hard), new_hard))
+                resource.setrlimit(which, wanted)
             except (ValueError, OSError):
-                resource.setrlimit(which, (min(value, hard), hard))
+                resource.setrlimit(which, fallback)
 
     def _namespace(self, name: str, limits: dict, setup: str) -> dict:
         """The candidate's globals: LCB's import block, then the setup code.
