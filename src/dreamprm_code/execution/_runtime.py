@@ -792,11 +792,21 @@ class _Worker:
         sandbox is doomed (SIGKILL-ed when its run ended) but counts for ``RLIMIT_NPROC`` until
         it is reaped; wait until none of ``uid`` is left, so the limit counts only the new
         candidate. Candidates alternate between two uids, so this rarely waits: the previous
-        one, which the kernel may still be tearing down, has the other uid."""
+        one, which the kernel may still be tearing down, has the other uid.
+
+        Only the worker's own children are looked at: a process of ``uid`` can only have been
+        started by another of ``uid`` (no privileges to change it; ``CLONE_PARENT`` makes it a
+        sibling of its starter), and every orphan is reparented to the worker (subreaper), so
+        the topmost process of ``uid`` in any chain is a child of the worker."""
         self._reap_ready()
         me = os.getpid()
         while True:
-            left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me) and _proc_uid(int(p)) == uid]
+            try:
+                with open(f"/proc/{me}/task/{me}/children", "rb") as fh:  # the worker has one thread
+                    pids = [int(p) for p in fh.read().split()]
+            except (OSError, ValueError):
+                pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+            left = [pid for pid in pids if _proc_uid(pid) == uid]
             if not left:
                 return
             for pid in left:  # ours (reparented to us, the subreaper) once their parent is gone
@@ -1035,13 +1045,17 @@ def _classify(status: str | None, info: dict) -> dict:
 def _proc_uid(pid: int) -> int:
     """The real uid of a process (-1 when it is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        data = os.read(fd, 8192)  # the whole file (~1.5 kB); "Uid:" is its ninth line
+        at = data.find(b"\nUid:")
+        return int(data[at + 5:].split(None, 1)[0]) if at >= 0 else -1
     except (OSError, ValueError, IndexError):
-        pass
-    return -1
+        return -1
+    finally:
+        os.close(fd)
 
 
 def _children(pid: int) -> list[int]:
