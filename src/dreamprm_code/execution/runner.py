@@ -246,13 +246,17 @@ def _planned_calls(code: str, entry: str) -> tuple[tuple[str, dict], ...]:
 def _fd_pid(pidfd: int) -> int:
     """The pid (in our PID namespace) of the process a pidfd refers to; -1 when unknown."""
     try:
-        with open(f"/proc/self/fdinfo/{pidfd}") as fh:
-            for line in fh:
-                if line.startswith("Pid:"):
-                    return int(line.split()[1])
+        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        data = os.read(fd, 4096)
+        at = data.find(b"\nPid:")
+        return int(data[at + 5:].split(None, 1)[0]) if at >= 0 else -1
     except (OSError, ValueError, IndexError):
-        pass
-    return -1
+        return -1
+    finally:
+        os.close(fd)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -338,24 +342,16 @@ class _Session:
 
     def _await(self, timeout: float) -> dict:
         """The candidate's next frame, under the time limit; else how the candidate ended."""
-        budget = _runtime._Budget(self.pid, timeout, self.limits.cpu_grace, self.stat_fd)
-        start = budget.start
         limit = int(self.limits.output_mb * 1024 * 1024)
+        start = time.monotonic()
+        hard = start + (3 * timeout if self.limits.cpu_grace else timeout)  # as _Budget's
         try:
-            if self.rbuf is not None:
-                reply = self._read_buffered(budget, limit)
-            else:
-                while True:  # wait for the first byte under the budget, then read the frame
-                    left = budget.left()
-                    if left <= 0:
-                        raise TimeoutError
-                    ready, _, _ = select.select([self.reply_r, self.pidfd], [], [], left)
-                    if self.reply_r in ready:
-                        break
-                    if ready:  # the candidate ended without a byte of reply
-                        raise _runtime.FrameError("candidate exited")
-                reply = _runtime.read_sole_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit,
-                                                 ready=True)
+            # A reply already here (a batch's) needs no wait, so no clock (/proc) either.
+            reply = self._buffered_frame(limit) if self.rbuf is not None and timeout > 0 else None
+            if reply is None:
+                budget = _runtime._Budget(self.pid, timeout, self.limits.cpu_grace, self.stat_fd)
+                start, hard = budget.start, budget.hard
+                reply = self._read_buffered(budget, limit) if self.rbuf is not None else self._read_one(budget, limit)
             if not isinstance(reply, dict):
                 raise _runtime.FrameError("reply is not an object")
         except TimeoutError:
@@ -363,7 +359,7 @@ class _Session:
             out["time"] = time.monotonic() - start
             return out
         except _runtime.FrameError as exc:
-            out = _runtime._classify(None, self._end(kill=False, wait=max(0.0, budget.hard - time.monotonic())))
+            out = _runtime._classify(None, self._end(kill=False, wait=max(0.0, hard - time.monotonic())))
             if out["status"] == "ok":
                 out = {"status": "crash", "error": f"candidate process ended without a reply ({exc})"}
             out["time"] = time.monotonic() - start
@@ -371,26 +367,49 @@ class _Session:
         reply["time"] = time.monotonic() - start
         return reply
 
+    def _read_one(self, budget: _runtime._Budget, limit: int) -> object:
+        """The reply when the pipe carries one frame at a time (no batch sent)."""
+        while True:  # wait for the first byte under the budget, then read the frame
+            left = budget.left()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.reply_r, self.pidfd], [], [], left)
+            if self.reply_r in ready:
+                break
+            if ready:  # the candidate ended without a byte of reply
+                raise _runtime.FrameError("candidate exited")
+        return _runtime.read_sole_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit, ready=True)
+
+    def _buffered_frame(self, limit: int) -> object:
+        """The next whole frame in the buffer, taken out of it; None when it is not all there."""
+        buf = self.rbuf
+        assert buf is not None
+        head = _runtime.HEADER
+        if len(buf) < head.size:
+            return None
+        (size,) = head.unpack_from(buf)
+        if size > limit:
+            raise _runtime.FrameError(f"frame of {size} bytes is over the limit of {limit}")
+        if len(buf) < head.size + size:
+            return None
+        body = bytes(buf[head.size:head.size + size])
+        del buf[:head.size + size]
+        try:
+            return json.loads(body.decode("utf-8", "surrogatepass"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise _runtime.FrameError(f"malformed frame: {exc}") from None
+
     def _read_buffered(self, budget: _runtime._Budget, limit: int) -> object:
         """The next reply frame when several may be in the pipe (after a batch): the same
         rules as the one-frame path (first byte under the budget, the rest of the frame until
         the hard limit or one more second), through a buffer that keeps the frames after it."""
         buf = self.rbuf
         assert buf is not None
-        head = _runtime.HEADER
         first = None  # when the frame's first byte was here
         while True:
-            if len(buf) >= head.size:
-                (size,) = head.unpack_from(buf)
-                if size > limit:
-                    raise _runtime.FrameError(f"frame of {size} bytes is over the limit of {limit}")
-                if len(buf) >= head.size + size:
-                    body = bytes(buf[head.size:head.size + size])
-                    del buf[:head.size + size]
-                    try:
-                        return json.loads(body.decode("utf-8", "surrogatepass"))
-                    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                        raise _runtime.FrameError(f"malformed frame: {exc}") from None
+            frame = self._buffered_frame(limit)
+            if frame is not None:
+                return frame
             if buf and first is None:
                 first = time.monotonic()
             if first is None:
