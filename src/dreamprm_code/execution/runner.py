@@ -585,12 +585,14 @@ def _functional_test(session: _Session, entry: str, test: TestCase, compare: boo
                                expected=_trim(test.output)), canonical)
 
 
-def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Limits, plan: bool = False) -> _Outcome:
+def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Limits, plan: bool = False,
+                 canonical: bool = True) -> _Outcome:
     """Run trusted test code here; the entry point and the code's functions are proxies.
 
     ``plan``: send the calls the test code will make (:func:`_planned_calls`) ahead, as one
     batch; only where the run stops at this test if it fails, so a failed test's unused
-    replies are never read by a later one."""
+    replies are never read by a later one. ``canonical``: also give the calls' values as
+    JSON (for :meth:`Executor.run_outputs`; a verdict does not need it)."""
     start = time.monotonic()
     session.deadline = start + limits.timeout
     session.values = []
@@ -625,8 +627,10 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
     elapsed = time.monotonic() - start
     if status == PASS and elapsed > limits.timeout:
         status, error = TIME_LIMIT, "time limit exceeded"
-    canonical = json.dumps(_runtime.to_json_value(session.values), sort_keys=True, ensure_ascii=False, default=repr)
-    return _Outcome(TestResult(status, elapsed, error=error), canonical if status in (PASS, WRONG_ANSWER) else canonical + f"<{status}>")
+    if not canonical:
+        return _Outcome(TestResult(status, elapsed, error=error), "")
+    values = json.dumps(_runtime.to_json_value(session.values), sort_keys=True, ensure_ascii=False, default=repr)
+    return _Outcome(TestResult(status, elapsed, error=error), values if status in (PASS, WRONG_ANSWER) else values + f"<{status}>")
 
 
 def _assert_text(exc: AssertionError, code: str) -> str:
@@ -683,7 +687,7 @@ def _run_tests_once(worker: SandboxWorker, problem: Problem, code: str, tests: l
                 if test.kind == "functional":
                     out = _functional_test(session, problem.entry_point or "", test, compare)
                 else:
-                    out = _assert_test(session, problem, test, limits, plan)
+                    out = _assert_test(session, problem, test, limits, plan, canonical=not compare)
             else:
                 raise UserError(f"unknown test kind {test.kind!r}", field="tests.kind")
             results.append(out.result)
