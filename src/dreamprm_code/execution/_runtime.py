@@ -693,9 +693,13 @@ class _Worker:
             self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         # Move the fds we keep to fixed numbers, then close everything else (the worker's
         # protocol socket above all: a candidate must not be able to talk to the host).
-        # A source that is itself one of the targets is moved out of the way first.
+        # A source that is itself one of the targets is first copied above every target, where
+        # no dup2 below can overwrite it.
+        import fcntl
+
         targets = set(fds)
-        moved = {target: os.dup(fd) if fd in targets else fd for target, fd in fds.items()}
+        above = max(targets) + 1
+        moved = {target: fcntl.fcntl(fd, fcntl.F_DUPFD, above) if fd in targets else fd for target, fd in fds.items()}
         for target, fd in moved.items():
             if fd != target:
                 os.dup2(fd, target, inheritable=True)
