@@ -253,8 +253,10 @@ def test_literal_assert_calls_go_ahead_in_one_batch(ex: Executor, monkeypatch) -
     plan = runner._planned_calls(test, "add")
     assert [json.loads(text)["args"] for text, _ in plan] == [[1, 2], [-1], [2, 2]]  # up to the loop
     sent = []
-    real = rt.write_frame_by
+    real, real_ahead = rt.write_frame_by, runner._Session._send_ahead
     monkeypatch.setattr(rt, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
+    monkeypatch.setattr(runner._Session, "_send_ahead",
+                        lambda self, plan: (sent.append({"batch": plan}), real_ahead(self, plan)))
     p = assert_problem(test)
     assert ex.run(p, "def add(a, b=0):\n    return a + b").verdict == "pass"
     assert len(sent[0]["batch"]) == 3 and len(sent) == 4  # one batch, then the loop's calls one by one

@@ -290,7 +290,10 @@ class _Session:
     the worker's for stdin tests: wall clock, plus the CPU grace read from ``/proc``).
     """
 
-    def __init__(self, worker: SandboxWorker, code: str, setup: str, limits: Limits, n_tests: int = 1) -> None:
+    def __init__(self, worker: SandboxWorker, code: str, setup: str, limits: Limits, n_tests: int = 1,
+                 ahead: tuple[tuple[str, dict], ...] = ()) -> None:
+        """``ahead``: the first test's planned calls (:func:`_planned_calls`), sent with the
+        start so that the candidate answers them as soon as it has loaded its code."""
         self.worker = worker
         self.limits = limits
         self.deadline = math.inf
@@ -301,6 +304,7 @@ class _Session:
         self.fds: list[int] = []
         self.plan: tuple[tuple[str, dict], ...] = ()  # calls expected next (see _planned_calls)
         self.plan_pos = 0
+        self.sent = False  # the batch of ``plan`` is with the candidate
         self.mispredicted = False
         self.rbuf: bytearray | None = None  # replies, once a batch was sent (several frames in flight)
         wire = limits.wire()
@@ -327,6 +331,8 @@ class _Session:
             self.stat_fd = self.fds[-1]
         except OSError:
             self.stat_fd = -1
+        if ahead:
+            self._send_ahead(ahead)
         self.open_reply = self._await(limits.timeout)
         self.alive = self.open_reply.get("status") == "ready"
         if self.alive:
@@ -335,6 +341,22 @@ class _Session:
                 if isinstance(names, list) else []
         else:
             self.close()
+
+    def _send_ahead(self, plan: tuple[tuple[str, dict], ...]) -> None:
+        """Put the batch in the (empty) call pipe now, if it fits in one atomic write (the
+        candidate reads it only once loaded); else it goes with the first call as usual."""
+        data = _runtime._ENCODE({"batch": [wire for _, wire in plan]}).encode("utf-8", "surrogatepass")
+        frame = _runtime.HEADER.pack(len(data)) + data
+        if len(frame) > select.PIPE_BUF:
+            return
+        try:
+            if os.write(self.call_w, frame) != len(frame):  # all or nothing at or below PIPE_BUF
+                self.mispredicted = True  # (a partial frame: then run call by call)
+                return
+        except OSError:  # the candidate is gone already: its open reply says how
+            return
+        self.plan, self.plan_pos, self.sent = plan, 0, True
+        self.rbuf = bytearray()  # the ready frame and the first replies may come together
 
     def wait_limit(self, timeout: float) -> float:
         """How long the host waits for the worker before it declares it stuck."""
@@ -467,16 +489,16 @@ class _Session:
             raise _Mispredicted
         if self.plan_pos < len(self.plan):  # a batch of calls is (to be) sent ahead
             if self.plan[self.plan_pos][0] != json.dumps(frame, ensure_ascii=False):
-                if self.plan_pos:  # the candidate has run calls the test did not make
+                if self.sent:  # the candidate runs calls the test does not make
                     self.mispredicted = True
                     raise _Mispredicted
                 self.plan = ()  # nothing sent yet: one call at a time
-            elif self.plan_pos:  # its reply is on its way
+            elif self.sent:  # its reply is on its way
                 frame = None
                 self.plan_pos += 1
             else:
                 frame = {"batch": [wire for _, wire in self.plan]}
-                self.plan_pos = 1
+                self.plan_pos, self.sent = 1, True
                 if self.rbuf is None:
                     self.rbuf = bytearray()
         start = time.monotonic()
@@ -596,8 +618,11 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
     start = time.monotonic()
     session.deadline = start + limits.timeout
     session.values = []
-    session.plan = _planned_calls(test.code or "", problem.entry_point) if plan and problem.entry_point else ()
-    session.plan_pos = 0
+    planned = _planned_calls(test.code or "", problem.entry_point) if plan and problem.entry_point else ()
+    if session.sent and session.plan_pos < len(session.plan) and (session.plan_pos or session.plan != planned):
+        raise _Mispredicted  # calls sent for another test, or the rest of a batch not asked for
+    if not (session.sent and session.plan_pos == 0 and session.plan == planned):  # else: sent with the start
+        session.plan, session.plan_pos, session.sent = planned, 0, False
     try:
         ns = _check_namespace() if limits.lcb_prelude else {"__name__": "__check__", "__builtins__": builtins}
         if problem.setup_code:
@@ -611,7 +636,7 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
         exec(_compiled(code, "<test>"), ns)
         if callable(ns.get("check")) and not _calls_check(code):
             ns["check"](ns.get("candidate"))
-        if session.plan_pos and session.plan_pos < len(session.plan):  # sent, but not all asked for
+        if session.sent and session.plan_pos < len(session.plan):  # sent, but not all asked for
             session.mispredicted = True
         status, error = PASS, None
     except CandidateFailure as exc:
@@ -676,7 +701,9 @@ def _run_tests_once(worker: SandboxWorker, problem: Problem, code: str, tests: l
                     raise UserError("functional tests need the problem's entry_point", field="entry_point")
                 if session is None or not session.alive:
                     n_calls = sum(t.kind != "stdin" for t in tests)
-                    session = _Session(worker, code, problem.setup_code, limits, n_calls)
+                    ahead = _planned_calls(test.code or "", problem.entry_point) \
+                        if plan and test.kind == "assert" and problem.entry_point else ()
+                    session = _Session(worker, code, problem.setup_code, limits, n_calls, ahead)
                     if not session.alive:
                         out = _open_failure(session.open_reply)
                         results.append(out.result)
