@@ -511,6 +511,12 @@ class _Worker:
         self.prelude = _prelude_template()
         self.code_cache: dict[str, object] = {}
         self.rlimit_last: tuple[dict | None, list] = (None, [])
+        import array
+        import socket
+
+        data = _ENCODE({"status": "started"}).encode("utf-8")
+        self.started_frame = HEADER.pack(len(data)) + data
+        self.scm_level, self.scm_rights, self.fd_array = socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array
 
     def _fast_possible(self) -> bool:
         """One fork per candidate is safe only where the worker can give it a uid of its own and
@@ -992,12 +998,23 @@ class _Worker:
                 os.close(fd)
             write_frame(sock.fileno(), {"status": "crash", "error": "the candidate did not start"})
             return
-        pidfd = os.dup(proc.ended_fd) if isinstance(proc, _ForkedProc) else os.pidfd_open(proc.pid)
+        # The pidfd the worker keeps goes along as it is (the host receives its own copy).
+        pidfd = proc.ended_fd if isinstance(proc, _ForkedProc) else os.pidfd_open(proc.pid)
         try:
-            send_frame_fds(sock, {"status": "started"}, [call_w, reply_r, pidfd])
+            self._send_started(sock, [call_w, reply_r, pidfd])
         finally:
-            for fd in (call_w, reply_r, pidfd):
+            for fd in (call_w, reply_r) if pidfd == proc.ended_fd else (call_w, reply_r, pidfd):
                 os.close(fd)
+
+    def _send_started(self, sock, fds: list[int]) -> None:
+        """:func:`send_frame_fds` of ``{"status": "started"}``, with the frame and everything
+        else prepared at start: this runs right after the fork, when every page the worker
+        writes to is copied (the new candidate shares them all)."""
+        frame = self.started_frame
+        sent = sock.sendmsg([frame], [(self.scm_level, self.scm_rights, self.fd_array("i", fds))])
+        buf = memoryview(frame)[sent:]
+        while buf:
+            buf = buf[os.write(sock.fileno(), buf):]
 
     def _end_session(self, kill: bool = True, wait: float = 0.0) -> dict:
         proc, self.session = self.session, None
