@@ -376,3 +376,14 @@ def test_a_dead_worker_is_replaced_not_blamed_on_the_candidate() -> None:
         worker.proc.wait()
         r = e.run(p, code + "\n")
         assert r.verdict == "pass", r
+
+
+def test_start_brings_up_every_worker_before_the_first_candidate() -> None:
+    with Executor(Limits(timeout=2), workers=2) as e:
+        e.start()
+        started = list(e._all)
+        assert len(started) == 2 and all(w.proc is not None and w.proc.poll() is None for w in started)
+        e.start()  # idempotent: nothing more to start
+        assert e._all == started
+        assert e.run(stdin_problem(), "a, b = map(int, input().split())\nprint(a + b)").verdict == "pass"
+        assert e._all == started  # the run took a started worker, it did not start one

@@ -811,6 +811,19 @@ class Executor:
         finally:
             self._pool.put(worker)
 
+    def start(self) -> None:
+        """Start every worker now, in parallel, rather than on first use: a long-lived service
+        or a timed run then pays the workers' start (~0.1 s each) before its first candidate."""
+        with self._lock:
+            missing = self.workers - len(self._all)
+        fresh = [SandboxWorker(self.mode) for _ in range(max(0, missing))]
+        with ThreadPoolExecutor(max_workers=max(1, len(fresh))) as pool:
+            list(pool.map(lambda w: w.start(), fresh))
+        with self._lock:
+            self._all.extend(fresh)
+        for w in fresh:
+            self._pool.put(w)
+
     def close(self) -> None:
         """Stop every worker and close the cache log."""
         with self._lock:
