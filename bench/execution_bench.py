@@ -75,6 +75,7 @@ def throughput(n: int, workers: int) -> None:
     print(f"{len(items)} correct HumanEval candidates, {workers} workers")
     t = time.monotonic()
     with Executor(Limits(), workers=workers) as ex:
+        ex.start()
         t_start = time.monotonic() - t
         t = time.monotonic()
         res = ex.run_many(items, progress=False)
@@ -92,7 +93,9 @@ def throughput(n: int, workers: int) -> None:
             ("(b) in-process exec, 1 core", base_b, ok_b)]
     for name, secs, ok in rows:
         print(f"{name:30s} {len(items) / secs:8.1f} cand/s  ({secs:.2f} s, {ok} pass)")
-    print(f"ratio ours/(a) = {base_a / ours:.2f}x   ratio ours/(b) = {base_b / ours:.2f}x   worker start {t_start:.2f} s")
+    print(f"ratio ours/(a) = {base_a / ours:.2f}x   ratio ours/(b) = {base_b / ours:.2f}x")
+    print(f"workers started before the clock (persistent, once per run): {t_start:.2f} s for {workers}; "
+          f"with it, ours/(a) = {base_a / (ours + t_start):.2f}x")
 
 
 def breakdown(items: list[tuple], reps: int = 30) -> None:

@@ -246,6 +246,75 @@ def test_assert_mbpp_style_with_setup_and_caught_exception(ex: Executor) -> None
     assert ex.run(p, code).verdict == "pass"
 
 
+def test_literal_assert_calls_go_ahead_in_one_batch(ex: Executor, monkeypatch) -> None:
+    test = ("def check(candidate):\n    \"\"\"doc\"\"\"\n    assert candidate(1, 2) == 3\n"
+            "    assert abs(candidate(-1, b=0.5) + 0.5) < 1e-9, 'message'\n    assert candidate(2, 2) == 4\n"
+            "    for x in range(3):\n        assert candidate(x, 1) == x + 1\n")
+    plan = runner._planned_calls(test, "add")
+    assert [json.loads(text)["args"] for text, _ in plan] == [[1, 2], [-1], [2, 2]]  # up to the loop
+    sent = []
+    real, real_ahead = rt.write_frame_by, runner._Session._send_ahead
+    monkeypatch.setattr(rt, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
+    monkeypatch.setattr(runner._Session, "_send_ahead",
+                        lambda self, plan: (sent.append({"batch": plan}), real_ahead(self, plan)))
+    p = assert_problem(test)
+    assert ex.run(p, "def add(a, b=0):\n    return a + b").verdict == "pass"
+    assert len(sent[0]["batch"]) == 3 and len(sent) == 4  # one batch, then the loop's calls one by one
+    # State carried from call to call and a failure mid-batch: the same verdicts as one by one.
+    counting = "n = [0]\ndef add(a, b=0):\n    n[0] += 1\n    return a + b if n[0] != 3 else -1"
+    res = ex.run(p, counting)
+    assert res.verdict == "wrong_answer" and "candidate(2, 2)" in res.tests[0].error
+    raising = "n = [0]\ndef add(a, b=0):\n    n[0] += 1\n    if n[0] == 2:\n        raise KeyError(n[0])\n    return a + b"
+    assert ex.run(p, raising).verdict == "runtime_error"
+    hangs = "def add(a, b=0):\n    while b == 0.5:\n        pass\n    return a + b"
+    assert ex.run(p, hangs).verdict == "time_limit"
+
+
+def test_a_wrong_batch_guess_reruns_call_by_call(ex: Executor, monkeypatch) -> None:
+    # The ``check`` the harness calls is not the one the plan was read from: it makes one of
+    # the three planned calls, so the candidate ran two the test never asked for.
+    test = ("def check(candidate):\n    assert candidate(1) == 1\n    assert candidate(2) == 2\n"
+            "    assert candidate(3) == 3\n\ndef _other(c):\n    assert c(1) == 1\n\ncheck = _other\n")
+    assert len(runner._planned_calls(test, "add")) == 3
+    runs = []
+    real = runner._run_tests_once
+    monkeypatch.setattr(runner, "_run_tests_once", lambda *a, **k: (runs.append(k["plan"]), real(*a, **k))[1])
+    p = assert_problem(test)
+    # Counts its calls: only a rerun from a fresh process sees its single call as the first.
+    res = ex.run(p, "n = [0]\ndef add(a):\n    n[0] += 1\n    return a if n[0] == 1 else -1")
+    assert res.verdict == "pass"
+    assert runs == [True, False]
+
+
+def test_candidate_set_up(ex: Executor) -> None:
+    """What every candidate starts with, on both kinds of run: the limits, the environment, no
+    privileges, and no file descriptor but its own (checked from inside)."""
+    probe = (
+        "import os, resource, tempfile\n"
+        "def facts():\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    nnp = [l.split()[1] for l in status.splitlines() if l.startswith('NoNewPrivs')]\n"
+        "    return {'fds': sorted(int(f) for f in os.listdir('/proc/self/fd')),\n"
+        "            'nnp': nnp, 'home': os.environ.get('HOME') == os.getcwd() == os.environ.get('TMPDIR')\n"
+        "            == tempfile.gettempdir(), 'env': sorted(os.environ),\n"
+        "            'limits': [resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) for n in\n"
+        "                       ('AS', 'DATA', 'FSIZE', 'NPROC', 'CORE', 'NOFILE')]}\n"
+    )
+    mb = 1024 * 1024
+    want_limits = [[512 * mb] * 2, [512 * mb] * 2, [64 * mb] * 2, [32, 32], [0, 0], [256, 256]]
+    f = func_problem("facts", [([], None)])
+    (out,) = ex.run_outputs(f, probe)
+    got = json.loads(out)
+    assert got["nnp"] == ["1"] and got["home"] and got["env"] == ["HOME", "LANG", "PATH", "TMPDIR"]
+    assert got["limits"] == want_limits
+    assert [fd for fd in got["fds"] if fd > 4] in ([], [got["fds"][-1]])  # 0-4, + the listdir's own
+    s = stdin_problem(tests=[("", "")])
+    (out,) = ex.run_outputs(s, probe + "import json\nprint(json.dumps(facts()))")
+    got = json.loads(out)
+    assert got["nnp"] == ["1"] and got["home"] and got["limits"] == want_limits
+    assert [fd for fd in got["fds"] if fd > 2] in ([], [got["fds"][-1]])
+
+
 # -- run_outputs, cache ----------------------------------------------------------------------------
 
 def test_run_outputs_gives_behaviour_without_comparing(ex: Executor) -> None:
@@ -307,3 +376,14 @@ def test_a_dead_worker_is_replaced_not_blamed_on_the_candidate() -> None:
         worker.proc.wait()
         r = e.run(p, code + "\n")
         assert r.verdict == "pass", r
+
+
+def test_start_brings_up_every_worker_before_the_first_candidate() -> None:
+    with Executor(Limits(timeout=2), workers=2) as e:
+        e.start()
+        started = list(e._all)
+        assert len(started) == 2 and all(w.proc is not None and w.proc.poll() is None for w in started)
+        e.start()  # idempotent: nothing more to start
+        assert e._all == started
+        assert e.run(stdin_problem(), "a, b = map(int, input().split())\nprint(a + b)").verdict == "pass"
+        assert e._all == started  # the run took a started worker, it did not start one
