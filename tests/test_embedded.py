@@ -186,6 +186,13 @@ def test_real_smollm2_conversion_loads_offline(tmp_path):
     assert time.perf_counter() - t0 < 60
     assert getattr(model.config, "quantization_config", None) is None
     assert model.num_parameters() == pytest.approx(134.5e6, rel=0.02)
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(path / "model.safetensors", "pt") as stored:  # dense bf16 weights, not GGUF blocks
+        up = stored.get_tensor("model.layers.0.mlp.up_proj.weight")
+    assert up.dtype == torch.bfloat16
+    assert tuple(up.shape) == (model.config.intermediate_size, model.config.hidden_size)
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
     assert resolve_model(f"embedded:{DEFAULT_PRM}", cache_dir=tmp_path) == path  # second call: the cache
 

@@ -139,7 +139,15 @@ def _gguf_to_transformers(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    extra: dict = {}
+    try:  # transformers >= 5.2x can keep GGUF weights packed; we want a plain dense checkpoint
+        from transformers import GgufConfig
+
+        extra["quantization_config"] = GgufConfig(gguf_file=gguf.name, dequantize=True)
+    except ImportError:  # older versions always dequantize
+        pass
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16,
+                                                 **extra)
     # The GGUF quantizer marks the model unserializable; the weights are plain tensors by now.
     model.hf_quantizer = None
     for obj in (model, model.config):
