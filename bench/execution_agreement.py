@@ -39,6 +39,24 @@ def official_check(problem, code: str, timeout: float) -> bool:
     return r.returncode == 0
 
 
+def pool_sets(data: Path, apps_tests: str = "auto") -> dict[str, tuple[list, Path]]:
+    """The pools and the problems they are graded against: HumanEval pools against ``humaneval``,
+    APPS pools against ``apps-stdin`` with the tests the pools' labels were made on (``auto``)."""
+    apps = load_problems(f"apps-stdin:{data / 'apps-150' / 'problems.jsonl'}")
+    if apps_tests != "all":
+        # The loader puts the statement's sample_io first (public) and test_list after. The
+        # pools' labels were made on test_list alone for call-based problems (a sample of
+        # problem 1640 even contradicts its statement) and on both for stdin problems;
+        # "auto" grades the same tests, "hidden" test_list everywhere (docs/execution.md).
+        for p in apps:
+            if apps_tests == "hidden" or p.meta.get("call_based"):
+                p.tests = [t for t in p.tests if not t.public] or p.tests
+    return {
+        "humaneval": (load_problems("humaneval"), data / "pools" / "humaneval-mapcoder"),
+        "apps": (apps, data / "pools" / "apps-mapcoder"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -53,19 +71,8 @@ def main() -> None:
     data, out = Path(args.data), Path(args.out)
     limits = Limits(timeout=args.timeout)
     report: dict = {"limits": limits.to_dict(), "files": {}}
-    apps = load_problems(f"apps-stdin:{data / 'apps-150' / 'problems.jsonl'}")
-    if args.apps_tests != "all":
-        # The loader puts the statement's sample_io first (public) and test_list after. The
-        # pools' labels were made on test_list alone for call-based problems (a sample of
-        # problem 1640 even contradicts its statement) and on both for stdin problems;
-        # "auto" grades the same tests, "hidden" test_list everywhere (docs/execution.md).
-        for p in apps:
-            if args.apps_tests == "hidden" or p.meta.get("call_based"):
-                p.tests = [t for t in p.tests if not t.public] or p.tests
-    sets = {
-        "humaneval": (load_problems("humaneval"), data / "pools" / "humaneval-mapcoder"),
-        "apps": (apps, data / "pools" / "apps-mapcoder"),
-    }
+    sets = pool_sets(data, args.apps_tests)
+    apps = sets["apps"][0]
     chosen = [x.strip() for x in args.sets.split(",") if x.strip()]
     sets = {k: v for k, v in sets.items() if k in chosen}
     sets.setdefault("apps", (apps, None))
