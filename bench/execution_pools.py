@@ -41,6 +41,7 @@ from dreamprm_code.execution._runtime import LCB_PRELUDE, compare_stdout
 from dreamprm_code.execution.runner import expected_text
 from dreamprm_code.io import atomic_write_json
 from execution_agreement import pool_sets
+from execution_bench import program
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MEMORY_MB = Limits().memory_mb
@@ -77,9 +78,8 @@ class PeakRss:
 def _program(problem, code: str) -> str:
     """What one test runs: assert tests are prompt preamble + candidate + test code (its check
     call included); stdin programs get LiveCodeBench's import block first."""
-    test = problem.tests[0]
-    if test.kind == "assert":
-        return f"{problem.setup_code}\n{code}\n\n{test.code}\n"
+    if problem.tests[0].kind == "assert":
+        return program(problem, code)
     return f"{LCB_PRELUDE}\n{code}\n"
 
 

@@ -44,10 +44,15 @@ MAX_FRAME = 1 << 30
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def write_frame(fd: int, obj: object) -> None:
-    """Write one frame; JSON allows NaN/Infinity so float results survive the trip."""
+def frame_bytes(obj: object) -> bytes:
+    """One frame: length header, then the JSON (NaN/Infinity allowed, so float results survive)."""
     data = _ENCODE(obj).encode("utf-8", "surrogatepass")
-    buf = memoryview(HEADER.pack(len(data)) + data)
+    return HEADER.pack(len(data)) + data
+
+
+def write_frame(fd: int, obj: object) -> None:
+    """Write one frame."""
+    buf = memoryview(frame_bytes(obj))
     while buf:
         n = os.write(fd, buf)
         buf = buf[n:]
@@ -55,6 +60,22 @@ def write_frame(fd: int, obj: object) -> None:
 
 class FrameError(Exception):
     """The other side closed the pipe, sent garbage, or missed the deadline."""
+
+
+def frame_size(head: bytes | bytearray, limit: int) -> int:
+    """The body size a frame's header announces; :class:`FrameError` when over ``limit``."""
+    (size,) = HEADER.unpack_from(head)
+    if size > limit:
+        raise FrameError(f"frame of {size} bytes is over the limit of {limit}")
+    return size
+
+
+def decode_body(body: bytes) -> object:
+    """A frame's JSON body; :class:`FrameError` for anything malformed (untrusted input)."""
+    try:
+        return json.loads(body.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FrameError(f"malformed frame: {exc}") from None
 
 
 def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
@@ -77,14 +98,8 @@ def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
 
 def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME) -> object:
     """Read one frame; ``TimeoutError`` past ``deadline``, :class:`FrameError` on EOF/garbage."""
-    (size,) = HEADER.unpack(read_exact(fd, HEADER.size, deadline))
-    if size > limit:
-        raise FrameError(f"frame of {size} bytes is over the limit of {limit}")
-    data = read_exact(fd, size, deadline)
-    try:
-        return json.loads(data.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FrameError(f"malformed frame: {exc}") from None
+    size = frame_size(read_exact(fd, HEADER.size, deadline), limit)
+    return decode_body(read_exact(fd, size, deadline))
 
 
 def read_sole_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME, ready: bool = False) -> object:
@@ -101,23 +116,17 @@ def read_sole_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRA
         raise FrameError("pipe closed")
     if len(data) < HEADER.size:
         data += read_exact(fd, HEADER.size - len(data), deadline)
-    (size,) = HEADER.unpack_from(data)
-    if size > limit:
-        raise FrameError(f"frame of {size} bytes is over the limit of {limit}")
+    size = frame_size(data, limit)
     body = data[HEADER.size:HEADER.size + size]
     if len(body) < size:
         body += read_exact(fd, size - len(body), deadline)
-    try:
-        return json.loads(body.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FrameError(f"malformed frame: {exc}") from None
+    return decode_body(body)
 
 
 def write_frame_by(fd: int, obj: object, deadline: float) -> None:
     """:func:`write_frame` to a non-blocking fd, giving up (``TimeoutError``) at ``deadline``:
     a candidate that stops reading cannot block the host."""
-    data = _ENCODE(obj).encode("utf-8", "surrogatepass")
-    buf = memoryview(HEADER.pack(len(data)) + data)
+    buf = memoryview(frame_bytes(obj))
     while buf:
         try:
             n = os.write(fd, buf)
@@ -135,8 +144,7 @@ def send_frame_fds(sock, obj: object, fds: list[int]) -> None:
     import array
     import socket
 
-    data = _ENCODE(obj).encode("utf-8", "surrogatepass")
-    frame = HEADER.pack(len(data)) + data
+    frame = frame_bytes(obj)
     sent = sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     buf = memoryview(frame)[sent:]
     while buf:
@@ -162,14 +170,8 @@ def recv_frame_fds(sock, deadline: float | None = None, limit: int = MAX_FRAME, 
         if not head:
             raise FrameError("pipe closed")
         head += read_exact(fd, HEADER.size - len(head), deadline)
-        (size,) = HEADER.unpack(head)
-        if size > limit:
-            raise FrameError(f"frame of {size} bytes is over the limit of {limit}")
-        data = read_exact(fd, size, deadline)
-        try:
-            return json.loads(data.decode("utf-8", "surrogatepass")), fds
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise FrameError(f"malformed frame: {exc}") from None
+        size = frame_size(head, limit)
+        return decode_body(read_exact(fd, size, deadline)), fds
     except BaseException:
         for x in fds:
             os.close(x)
@@ -514,8 +516,7 @@ class _Worker:
         import array
         import socket
 
-        data = _ENCODE({"status": "started"}).encode("utf-8")
-        self.started_frame = HEADER.pack(len(data)) + data
+        self.started_frame = frame_bytes({"status": "started"})
         self.scm_level, self.scm_rights, self.fd_array = socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array
 
     def _fast_possible(self) -> bool:

@@ -345,8 +345,7 @@ class _Session:
     def _send_ahead(self, plan: tuple[tuple[str, dict], ...]) -> None:
         """Put the batch in the (empty) call pipe now, if it fits in one atomic write (the
         candidate reads it only once loaded); else it goes with the first call as usual."""
-        data = _runtime._ENCODE({"batch": [wire for _, wire in plan]}).encode("utf-8", "surrogatepass")
-        frame = _runtime.HEADER.pack(len(data)) + data
+        frame = _runtime.frame_bytes({"batch": [wire for _, wire in plan]})
         if len(frame) > select.PIPE_BUF:
             return
         try:
@@ -409,17 +408,12 @@ class _Session:
         head = _runtime.HEADER
         if len(buf) < head.size:
             return None
-        (size,) = head.unpack_from(buf)
-        if size > limit:
-            raise _runtime.FrameError(f"frame of {size} bytes is over the limit of {limit}")
+        size = _runtime.frame_size(buf, limit)
         if len(buf) < head.size + size:
             return None
         body = bytes(buf[head.size:head.size + size])
         del buf[:head.size + size]
-        try:
-            return json.loads(body.decode("utf-8", "surrogatepass"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise _runtime.FrameError(f"malformed frame: {exc}") from None
+        return _runtime.decode_body(body)
 
     def _read_buffered(self, budget: _runtime._Budget, limit: int) -> object:
         """The next reply frame when several may be in the pipe (after a batch): the same
