@@ -31,6 +31,7 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.execution import _runtime
 from dreamprm_code.execution.sandbox import SandboxMode, SandboxWorker, WorkerDied, detect_sandbox
 from dreamprm_code.io import JsonlAppender
+from dreamprm_code.options import option
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import (
     COMPILE_ERROR,
@@ -64,20 +65,27 @@ class Limits:
     to three times the limit on the wall clock; off, the wall clock alone decides (LCB).
     """
 
-    timeout: float = 6.0
-    cpu_time: float | None = None
-    memory_mb: int = 2048
-    processes: int = 32
-    file_size_mb: int = 64
-    output_mb: float = 32.0
-    stop_at_first_failure: bool = True
-    lcb_prelude: bool = True
-    cpu_grace: bool = True
+    timeout: float = option(6.0, help="seconds per test (wall clock)")
+    cpu_time: float | None = option(None, help="CPU seconds per test (default: timeout + 1)")
+    memory_mb: int = option(2048, help="address-space limit per candidate, MB")
+    processes: int = option(32, help="most processes a candidate may run")
+    file_size_mb: int = option(64, help="largest file a candidate may write, MB")
+    output_mb: float = option(32.0, help="most stdout read from a candidate, MB")
+    stop_at_first_failure: bool = option(
+        True, flag="--stop-at-first-failure/--all-tests",
+        help="stop at a candidate's first failing test (--all-tests: run every test)",
+    )
+    lcb_prelude: bool = option(True, help="run LiveCodeBench's import block before the code, as its grader does")
+    cpu_grace: bool = option(
+        True, flag="--cpu-grace/--strict-wall-clock",
+        help="past the wall limit, let a test that got less CPU than the limit run on (--strict-wall-clock: "
+        "the wall clock alone decides, as LCB)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("timeout", "memory_mb", "processes", "file_size_mb", "output_mb"):
             if not getattr(self, name) > 0:
-                raise UserError(f"must be positive, got {getattr(self, name)!r}", field=f"limits.{name}")
+                raise UserError(f"must be positive, got {getattr(self, name)!r}", field=name)
 
     def wire(self) -> dict[str, Any]:
         """The form the sandbox worker reads."""

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dreamprm_code.labeling.config import STRATEGIES
+from dreamprm_code.labeling.config import LabelConfig
+from dreamprm_code.options import options_from
 
 
 def summary_paths(out: Path) -> tuple[Path, Path]:
@@ -15,7 +16,9 @@ def summary_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".summary.json"), out.with_name(out.name + ".mc_by_step.png")
 
 
+@options_from(LabelConfig)
 def label_command(
+    config: LabelConfig,
     solutions: Path = typer.Option(
         ..., "--solutions", help="solutions: our JSONL, a LiveCodeBench export or a pool"
     ),
@@ -28,73 +31,20 @@ def label_command(
     policy: str = typer.Option(
         "embedded", "--policy", help="policy spec: embedded, hf:PATH, openai:MODEL@URL, vllm:PATH"
     ),
-    rollouts: int = typer.Option(8, "--rollouts", "-n", help="continuations per step prefix (N)"),
-    strategy: str = typer.Option(
-        "full",
-        "--strategy",
-        help=f"{' | '.join(STRATEGIES)}: every prefix, or a search for the first failing step",
-    ),
-    search_round: int = typer.Option(
-        1, "--search-round", help="rollouts in a prefix's first round under search (later rounds double)"
-    ),
-    probe_passing: bool = typer.Option(
-        True,
-        "--probe-passing/--no-probe-passing",
-        help="under search, sample the prefixes of passing solutions up to the first failing one",
-    ),
-    search_give_up: int | None = typer.Option(
-        None,
-        "--search-give-up",
-        help="under search, label a prefix 0 after this many failed rollouts (default N/2)",
-    ),
-    temperature: float = typer.Option(0.7, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    seed: int = typer.Option(0, "--seed"),
-    style: str = typer.Option("cof", "--style", help="continuation prompt style: cof | plain"),
-    concurrency: int = typer.Option(
-        1, "--concurrency", help="prefixes per generate call (raise for servers/GPUs)"
-    ),
     workers: int = typer.Option(2, "--workers", help="parallel sandboxed programs"),
     exec_cache: Path | None = typer.Option(
         None, "--exec-cache", help="execution cache dir (default: next to --out)"
     ),
     limit: int | None = typer.Option(None, "--limit", help="label only the first N solutions"),
-    ray: str | None = typer.Option(
-        None, "--ray", help="send generation and execution to Ray: ADDRESS, auto or local"
-    ),
-    ray_policy_actors: int = typer.Option(
-        1, "--ray-policy-actors", help="policy replicas on the Ray cluster"
-    ),
-    ray_policy_gpus: float = typer.Option(0.0, "--ray-policy-gpus", help="GPUs per policy replica on Ray"),
-    ray_exec_actors: int = typer.Option(2, "--ray-exec-actors", help="sandbox executors on the Ray cluster"),
 ) -> None:
     """Monte-Carlo step labels: continue every step prefix N times and run the programs."""
     from dreamprm_code.data import load_problems, load_solutions
     from dreamprm_code.execution import Executor
     from dreamprm_code.io import atomic_write_json
-    from dreamprm_code.labeling.config import LabelConfig
     from dreamprm_code.labeling.label import RunStats, label_solutions
     from dreamprm_code.labeling.summary import plot_mc_by_step, summarize, summary_table
     from dreamprm_code.progress import console
 
-    config = LabelConfig(
-        rollouts=rollouts,
-        strategy=strategy,  # type: ignore[arg-type]  (checked by LabelConfig)
-        search_round=search_round,
-        probe_passing=probe_passing,
-        search_give_up=search_give_up,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        style=style,
-        concurrency=concurrency,
-        ray=ray,
-        ray_policy_actors=ray_policy_actors,
-        ray_policy_gpus=ray_policy_gpus,
-        ray_exec_actors=ray_exec_actors,
-    )
     probs = load_problems(problems)
     sols = load_solutions(solutions, probs)
     if limit is not None:

@@ -2,70 +2,62 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.options import choices, option
 
 Strategy = Literal["full", "search"]
-STRATEGIES: tuple[str, ...] = ("full", "search")
+STRATEGIES: tuple[str, ...] = choices(Strategy)
 
 
 @dataclass
 class LabelConfig:
-    """How step prefixes are labelled by Monte-Carlo rollouts (DESIGN decision 2).
+    """How step prefixes are labelled by Monte-Carlo rollouts (docs/architecture.md#step-labels-from-rollouts).
 
-    Fields:
-
-    - ``rollouts``: N, continuations sampled per step prefix (the paper uses N per prefix).
-    - ``strategy``: ``full`` runs N rollouts on every prefix but the last (the paper's recipe,
-      unbiased soft labels everywhere); ``search`` looks for the first failing step with fewer
-      rollouts: a binary search (OmegaPRM-style) on failing solutions, an in-order probe on
-      passing ones, and a prefix stops at its first passing round. See
-      :mod:`dreamprm_code.labeling.label` for exactly what ``search`` gives up.
-    - ``search_round``: rollouts in the first round of a prefix under ``search``; every later
-      round draws as many as were drawn so far (1, 1, 2, 4, ... for the default 1), capped at N.
-      A prefix stops after the first round with a pass.
-    - ``probe_passing``: under ``search``, sample the prefixes of passing solutions in order
-      until one has no passing rollout (the first failing step ``full`` would report); with
-      ``False`` they are all inferred solvable without a rollout (cheaper, but it misses the
-      prefixes on which the policy fails although the solution shows they can be completed).
-    - ``search_give_up``: under ``search``, a prefix whose first M rollouts all fail is labelled
-      0 without drawing the rest of N; ``None`` means ``max(1, N // 2)``. It halves the cost of
-      the prefixes the policy cannot complete (with a weak policy most of the cost), at the risk
-      of a 0 where one of ``full``'s other N - M rollouts would have passed; M = N gives every
-      visited prefix the hard label ``full`` gives it.
-    - ``temperature``, ``top_p``, ``max_new_tokens``, ``stop``: the sampling of each rollout.
-    - ``seed``: base seed; each (solution, prefix, round) gets its own seed derived from it, so a
-      resumed run samples what an uninterrupted one would have.
-    - ``style``: the continuation prompt template (``cof`` or ``plain``), see
-      :func:`dreamprm_code.cof.continuation_prompt`.
-    - ``concurrency``: at most this many prefixes go to the policy in one ``generate`` call
-      (each with its own N samples); raise it for HTTP servers and GPUs, keep 1 on a small CPU.
-    - ``ray``: ``None`` for in-process work, else a Ray address (``auto``, ``ray://host:10001``,
-      ``local`` to start a private local instance) to which generation and execution are sent.
-    - ``ray_policy_actors``: policy replicas started as Ray actors (each loads the policy; one
-      CPU each, plus ``ray_policy_gpus`` GPUs).
-    - ``ray_exec_actors``: sandbox executors started as Ray actors (one CPU each, warm workers);
-      the execution of a wave is split between them.
+    Each field's help says what it does. Under ``search`` the first failing step is found with
+    fewer rollouts: a binary search (OmegaPRM-style) on failing solutions, an in-order probe on
+    passing ones, and a prefix stops at its first passing round; see
+    :mod:`dreamprm_code.labeling.label` for exactly what ``search`` gives up against ``full``
+    (the paper's recipe: N rollouts on every prefix but the last, unbiased soft labels everywhere).
+    Each (solution, prefix, round) derives its own seed from ``seed``, so a resumed run samples
+    what an uninterrupted one would have.
     """
 
-    rollouts: int = 8
-    strategy: Strategy = "full"
-    search_round: int = 1
-    probe_passing: bool = True
-    search_give_up: int | None = None
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-    stop: list[str] = field(default_factory=lambda: ["```"])
-    seed: int = 0
-    style: str = "cof"
-    concurrency: int = 1
-    ray: str | None = None
-    ray_policy_actors: int = 1
-    ray_policy_gpus: float = 0.0
-    ray_exec_actors: int = 2
+    rollouts: int = option(8, short="-n", help="continuations sampled per step prefix (N)")
+    strategy: Strategy = option(
+        "full", help="full: N rollouts on every prefix; search: look for the first failing step with fewer"
+    )
+    search_round: int = option(
+        1, help="under search, rollouts in a prefix's first round; each later round draws as many as "
+        "were drawn so far (1, 1, 2, 4, ...), capped at N; a prefix stops at its first passing round",
+    )
+    probe_passing: bool = option(
+        True, help="under search, sample the prefixes of passing solutions in order up to the first one "
+        "with no passing rollout (off: infer them all solvable, cheaper but misses policy failures)",
+    )
+    search_give_up: int | None = option(
+        None, help="under search, label a prefix 0 once its first M rollouts all fail (default N/2; "
+        "M = N gives every visited prefix the label full gives it)",
+    )
+    temperature: float = option(0.7, help="sampling temperature of each rollout")
+    top_p: float = option(0.95, help="nucleus sampling of each rollout")
+    max_new_tokens: int = option(512, help="most tokens per rollout")
+    stop: list[str] = option(default_factory=lambda: ["```"], help="stop strings of each rollout")
+    seed: int = option(0, help="base seed; each (solution, prefix, round) derives its own")
+    style: str = option("cof", help="continuation prompt style: cof | plain")
+    concurrency: int = option(
+        1, help="prefixes per policy generate call (each with its own N samples); raise for HTTP "
+        "servers and GPUs, keep 1 on a small CPU",
+    )
+    ray: str | None = option(
+        None, help="send generation and execution to Ray: ADDRESS (ray://host:10001), auto, or local "
+        "to start a private instance",
+    )
+    ray_policy_actors: int = option(1, help="policy replicas on the Ray cluster (each loads the policy; one CPU)")
+    ray_policy_gpus: float = option(0.0, help="GPUs per policy replica on Ray")
+    ray_exec_actors: int = option(2, help="sandbox executors on the Ray cluster (one CPU each, warm workers)")
 
     def __post_init__(self) -> None:
         if self.rollouts < 1:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.options import option
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -63,12 +64,14 @@ class Prompt:
 class SamplingParams:
     """How to sample. ``reasoning_effort`` marks a reasoning model: no temperature/top_p sent."""
 
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    reasoning_effort: str | None = None
+    temperature: float = option(0.7, help="sampling temperature (0 = greedy)")
+    top_p: float = option(0.95, help="nucleus sampling: keep the smallest token set with this much probability")
+    max_new_tokens: int = option(1024, help="most tokens per sample")
+    stop: list[str] = option(default_factory=list, help="stop strings (not kept in the text)")
+    seed: int | None = option(None, help="seed of the request (None: unseeded)")
+    reasoning_effort: str | None = option(
+        None, help="for reasoning models (o4-mini): send this instead of temperature/top_p"
+    )
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
