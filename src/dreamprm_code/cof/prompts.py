@@ -27,7 +27,8 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.policy.base import Prompt
 from dreamprm_code.records import Problem
 
-Style = str  # "cof" | "plain" | any style a templates directory adds
+PackagedStyle = Literal["cof", "plain"]  # the styles shipped in cof/templates/
+Style = str  # a packaged style, or any style a templates directory adds
 Form = Literal["chat", "completion"]
 KINDS = ("stdin", "leetcode", "function")
 SECTIONS = ("system", "user", "starter", "completion")

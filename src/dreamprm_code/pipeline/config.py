@@ -14,7 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dreamprm_code.cof.prompts import PackagedStyle
 from dreamprm_code.errors import UserError
+from dreamprm_code.execution.runner import Limits
+from dreamprm_code.labeling.config import LabelConfig
+from dreamprm_code.options.models import StageModel, stage_model, validation_error
+from dreamprm_code.policy.base import SamplingParams
+from dreamprm_code.records import AGGREGATIONS, Aggregation
 
 PRESETS = ("demo", "cpu-study", "paper")
 
@@ -34,25 +40,29 @@ class ProblemSet(_Strict):
     shuffle_seed: int | None = Field(None, description="shuffle before offset/limit, with this seed")
 
 
-class PolicyConfig(_Strict):
+class _PolicyFields(StageModel):
+    """The pipeline's own policy settings; the sampling fields come from :class:`SamplingParams`."""
+
     spec: str = Field("embedded", description="`load_policy` spec: embedded, hf:PATH, openai:MODEL@URL, vllm:PATH")
-    style: Literal["cof", "plain"] = "cof"
-    temperature: float = Field(0.8, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(512, ge=8)
-    seed: int = 0
+    style: PackagedStyle = Field("cof", description="prompt style of generation and rollouts")
+    seed: int = Field(0, description="base seed; every problem and rollout derives its own")
     code_prefill: bool = Field(
         True,
         description="open the ```python fence as the assistant's prefill and stop at the closing fence, so no "
         "tokens go to prose; turn off for APIs that cannot continue an assistant prefill (OpenAI's own)",
     )
-    reasoning_effort: str | None = Field(
-        None, description="reasoning models (o4-mini): send this instead of temperature/top_p when generating"
-    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="backend options for `load_policy`, e.g. {concurrency: 64, prefill_extras: false}",
     )
+
+    def sampling(self, seed_offset: int = 0) -> SamplingParams:
+        """How every candidate is sampled (the base seed moved by ``seed_offset``)."""
+        return self.build(seed=self.seed + seed_offset)
+
+
+PolicyConfig = stage_model(SamplingParams, name="PolicyConfig", exclude=("stop", "seed"), base=_PolicyFields,
+                           doc="The policy and how it samples candidates.")
 
 
 class GenerateConfig(_Strict):
@@ -60,16 +70,12 @@ class GenerateConfig(_Strict):
     n_eval: int = Field(4, ge=1, description="candidates per evaluation problem (the N of best-of-N)")
 
 
-class LabelStageConfig(_Strict):
-    rollouts: int = Field(4, ge=1, description="continuations per step prefix")
-    strategy: Literal["full", "search"] = "full"
-    max_new_tokens: int = Field(384, ge=8)
-    temperature: float = Field(0.8, ge=0.0)
-    concurrency: int = Field(
-        8, ge=1,
-        description="step prefixes sent to the policy per call: in-process models batch their rollouts "
-        "(up to the backend's batch_size sequences); raise for HTTP servers and GPUs",
-    )
+#: The labelling settings a pipeline sets; sampling's top_p, seed and style are the policy's.
+LabelStageConfig = stage_model(
+    LabelConfig, name="LabelStageConfig",
+    include=("rollouts", "strategy", "max_new_tokens", "temperature", "concurrency"),
+    doc="How training candidates' step prefixes are labelled (see LabelConfig).",
+)
 
 
 class TrainStageConfig(_Strict):
@@ -99,17 +105,18 @@ class TrainStageConfig(_Strict):
 
 
 class EvaluateStageConfig(_Strict):
-    aggregations: list[Literal["min", "mean", "last", "product", "logodds"]] = Field(
-        default_factory=lambda: ["min", "mean", "last", "product", "logodds"]
-    )
+    aggregations: list[Aggregation] = Field(default_factory=lambda: list(AGGREGATIONS))
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
     majority: bool = True
 
 
-class ExecutionStageConfig(_Strict):
-    timeout: float = Field(6.0, gt=0, description="seconds per test (LiveCodeBench uses 6)")
-    workers: int | None = Field(None, ge=1)
+class _ExecutionFields(StageModel):
+    workers: int | None = Field(None, ge=1, description="parallel sandboxed programs (default: CPU count)")
+
+
+ExecutionStageConfig = stage_model(Limits, name="ExecutionStageConfig", include=("timeout",), base=_ExecutionFields,
+                                   doc="How candidates and rollouts are run against the tests.")
 
 
 class PipelineConfig(_Strict):
@@ -138,10 +145,9 @@ class PipelineConfig(_Strict):
 
 
 def _format_validation_error(exc: ValidationError, where: str) -> UserError:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    key, message = validation_error(exc.errors()[0])
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return UserError(f"{err['msg']}{more}", path=where, field=key)
+    return UserError(f"{message}{more}", path=where, field=key)
 
 
 def load_config(name_or_path: str, overrides: dict | None = None) -> PipelineConfig:

@@ -209,11 +209,9 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     eval_problems = _load_problems(run.problems_eval)
     split: dict[str, list[str]] = json.loads(run.split.read_text(encoding="utf-8"))
 
-    from dreamprm_code.execution import Executor, Limits
+    from dreamprm_code.execution import Executor
 
-    executor = Executor(
-        limits=Limits(timeout=config.execution.timeout), workers=config.execution.workers, cache_dir=run.exec_cache
-    )
+    executor = Executor(limits=config.execution.build(), workers=config.execution.workers, cache_dir=run.exec_cache)
     policy_holder: dict[str, Any] = {}
 
     def policy() -> Any:
@@ -229,16 +227,9 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     try:
         # --- generate -------------------------------------------------------------------------
         def generate(problems: list[Problem], n: int, out: Path, seed_offset: int) -> None:
-            from dreamprm_code.policy import SamplingParams
             from dreamprm_code.policy.generate import generate_solutions
 
-            sampling = SamplingParams(
-                temperature=config.policy.temperature,
-                top_p=config.policy.top_p,
-                max_new_tokens=config.policy.max_new_tokens,
-                seed=config.policy.seed + seed_offset,
-                reasoning_effort=config.policy.reasoning_effort,
-            )
+            sampling = config.policy.sampling(seed_offset)
             generate_solutions(
                 problems, policy(), n=n, sampling=sampling, style=config.policy.style, out=out,
                 executor=executor, code_prefill=config.policy.code_prefill, show_progress=show_progress,
@@ -269,20 +260,11 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
         fp_label = fingerprint(fp_gen_train, config.label.model_dump(mode="json", exclude={"concurrency"}))
 
         def label() -> None:
-            from dreamprm_code.labeling import LabelConfig, label_solutions
+            from dreamprm_code.labeling import label_solutions
 
             label_solutions(
                 label_solutions_, train_problems, policy(), executor,
-                LabelConfig(
-                    rollouts=config.label.rollouts,
-                    strategy=config.label.strategy,
-                    temperature=config.label.temperature,
-                    top_p=config.policy.top_p,
-                    max_new_tokens=config.label.max_new_tokens,
-                    seed=config.policy.seed,
-                    style=config.policy.style,
-                    concurrency=config.label.concurrency,
-                ),
+                config.label.build(top_p=config.policy.top_p, seed=config.policy.seed, style=config.policy.style),
                 run.labels, show_progress=show_progress,
             )
 

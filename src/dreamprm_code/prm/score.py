@@ -18,9 +18,9 @@ from dreamprm_code.prm.data import Example, collate, examples_from_solutions, to
 from dreamprm_code.prm.format import solution_steps, step_texts
 from dreamprm_code.prm.model import ProcessRewardModel
 from dreamprm_code.progress import make_progress
-from dreamprm_code.records import Problem, Solution, StepScores
+from dreamprm_code.records import AGGREGATIONS, Problem, Solution, StepScores
 
-AGGREGATES = ("min", "mean", "last", "product", "logodds")
+AGGREGATES = AGGREGATIONS  # the name prm.train imports
 _EPS = 1e-6
 
 

@@ -25,9 +25,9 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.records import AGGREGATIONS
 from dreamprm_code.scaling.metrics import argmax_seeded
 
-AGGREGATIONS = ("min", "mean", "last", "product", "logodds")
 _EPS = 1e-6
 
 
