@@ -103,5 +103,13 @@ def test_label_command_user_errors_are_one_line(tmp_path):
         "--out", str(tmp_path / "l.jsonl"),
         cwd=tmp_path,
     )  # fmt: skip
-    assert bad.returncode == 2
-    assert "field 'strategy'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2  # the generated option lists the choices
+    assert "'--strategy'" in bad.stderr and "'greedy' is not one of 'full', 'search'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = cli(
+        "label", "--solutions", str(solutions), "--problems", str(problems), "--rollouts", "0",
+        "--out", str(tmp_path / "l.jsonl"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert bad.returncode == 2  # LabelConfig's own check, one line
+    assert "field 'rollouts'" in bad.stderr and "Traceback" not in bad.stderr

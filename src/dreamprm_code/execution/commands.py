@@ -13,6 +13,7 @@ from rich.table import Table
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution.runner import Executor, Limits
 from dreamprm_code.io import JsonlAppender, atomic_write_json
+from dreamprm_code.options import options_from
 from dreamprm_code.records import VERDICTS, ExecResult, Problem, Solution
 
 
@@ -122,17 +123,14 @@ def summary_table(solutions: list[Solution]) -> Table:
     return table
 
 
+@options_from(Limits, param="limits", config_flag=None)
 def execute_command(
+    limits: Limits,
     problems: str = typer.Option(..., "--problems", help="problem SOURCE as for `problems` (humaneval, apps-stdin, a JSONL, ...)"),
     solutions: Path = typer.Option(..., "--solutions", help="solutions: our JSONL, LiveCodeBench generations, a MapCoder pool file or folder"),
     out: Path = typer.Option(..., "--out", help="graded solutions JSONL (append-only; re-run to resume)"),
     fmt: str = typer.Option("ours", "--format", help="ours, or lcb to also write LiveCodeBench's _eval_all JSON"),
     workers: int | None = typer.Option(None, "--workers", help="parallel sandboxed workers (default: CPU count)"),
-    timeout: float = typer.Option(6.0, "--timeout", help="seconds per test (wall clock)"),
-    memory_mb: int = typer.Option(2048, "--memory-mb", help="address-space limit per candidate"),
-    all_tests: bool = typer.Option(False, "--all-tests", help="run every test instead of stopping at the first failure"),
-    strict_wall_clock: bool = typer.Option(False, "--strict-wall-clock",
-                                           help="time limits on the wall clock alone (LCB), no CPU grace on a loaded machine"),
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, bwrap, or rlimits (no file-system isolation)"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="result cache shared across runs"),
 ) -> None:
@@ -141,8 +139,6 @@ def execute_command(
 
     probs = load_problems(problems)
     sols = load_solutions(solutions, problems=probs)
-    limits = Limits(timeout=timeout, memory_mb=memory_mb, stop_at_first_failure=not all_tests,
-                    cpu_grace=not strict_wall_clock)
     graded = execute_solutions(probs, sols, out, limits=limits, workers=workers, sandbox=sandbox,
                                cache_dir=cache_dir, fmt=fmt)
     console = Console()

@@ -9,7 +9,7 @@ other stages never import a backend directly.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from dreamprm_code.errors import UserError

@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dreamprm_code.cof.prompts import PackagedStyle
 from dreamprm_code.errors import UserError
+from dreamprm_code.options import choices, options_from
+from dreamprm_code.policy.base import SamplingParams
 from dreamprm_code.records import Solution
 
 
@@ -50,17 +53,15 @@ def summary(solutions: list[Solution], title: str) -> Table:
     return table
 
 
+@options_from(SamplingParams, exclude=("stop", "seed"), config_flag=None)
 def generate_command(
+    sampling: SamplingParams,
     problems: str = typer.Option(..., "--problems", help="humaneval, leetcode[:PATH], apps[:PATH], mbpp[:PATH], livecodebench[:PATH] or a problems JSONL"),
     policy: str = typer.Option("embedded", "--policy", help="embedded, hf:PATH_OR_ID, openai:MODEL@URL, vllm:PATH"),
     n: int = typer.Option(4, "--n", help="samples per problem"),
     out: Path = typer.Option(..., "--out", help="solutions JSONL (appended; rerun the same command to resume)"),
     style: str = typer.Option("cof", "--style", help="cof (chain of functions) or plain"),
-    temperature: float = typer.Option(0.7, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(1024, "--max-new-tokens"),
     seed: int = typer.Option(0, "--seed", help="base seed; each problem derives its own"),
-    reasoning_effort: str = typer.Option(None, "--reasoning-effort", help="for reasoning models (no temperature sent)"),
     no_execute: bool = typer.Option(False, "--no-execute", help="do not run the code against the tests"),
     limit: int = typer.Option(None, "--limit", help="only the first K problems"),
     batch_size: int = typer.Option(None, "--batch-size", help="prompts per policy call"),
@@ -78,18 +79,12 @@ def generate_command(
 ) -> None:
     """Sample N candidate solutions per problem, split into steps, run against the tests."""
     from dreamprm_code.data import load_problems
-    from dreamprm_code.policy.base import SamplingParams, load_policy
+    from dreamprm_code.policy.base import load_policy
     from dreamprm_code.policy.generate import export_lcb, generate_solutions
 
-    if style not in ("cof", "plain") and templates is None:
+    if style not in choices(PackagedStyle) and templates is None:
         raise UserError(f"unknown style '{style}' (cof or plain, or add one with --templates)", field="style")
-    sampling = SamplingParams(
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        reasoning_effort=reasoning_effort,
-    )
+    sampling = sampling.with_seed(seed)
     probs = load_problems(problems)
     pol = load_policy(policy, **parse_opts(policy_opt))
     executor = None

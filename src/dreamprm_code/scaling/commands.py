@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.options import options_from
 from dreamprm_code.progress import console
+from dreamprm_code.records import AGGREGATIONS
+from dreamprm_code.scaling.config import SearchConfig
 
 
 def evaluate_command(
@@ -18,7 +21,7 @@ def evaluate_command(
     scores: list[str] = typer.Option([], "--scores", help="step scores JSONL, as NAME=FILE or FILE (named by its stem); repeatable"),
     out: Path = typer.Option(..., "--out", help="directory for report.json / .md / .html and the plots"),
     aggregation: list[str] = typer.Option(
-        ["min", "mean", "last", "product", "logodds"], "--aggregation", help="step-score aggregations; repeatable"
+        list(AGGREGATIONS), "--aggregation", help=f"step-score aggregations ({', '.join(AGGREGATIONS)}); repeatable"
     ),
     primary: str | None = typer.Option(None, "--primary", help="aggregation of the main table (default: the first)"),
     baseline: list[str] = typer.Option([], "--baseline", help="score sets that count as baselines (e.g. orm)"),
@@ -108,42 +111,29 @@ def serve_command(
     serve(prm, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body=max_body)
 
 
+@options_from(SearchConfig, exclude=("sampling.seed", "sampling.stop"))
 def search_command(
+    config: SearchConfig,
     problems: str = typer.Option(..., "--problems", help="problem source (as for evaluate)"),
     policy: str = typer.Option(..., "--policy", help="policy spec: embedded, hf:PATH, openai:MODEL@URL, vllm:PATH"),
     prm: Path = typer.Option(..., "--prm", help="PRM checkpoint directory"),
     out: Path = typer.Option(..., "--out", help="directory for search.jsonl (resumable) and bon.jsonl"),
-    beam: int = typer.Option(2, "--beam", help="prefixes kept after each step"),
-    expand: int = typer.Option(2, "--expand", help="continuations sampled per kept prefix"),
-    max_steps: int = typer.Option(6, "--max-steps", help="most functions the search writes"),
-    aggregation: str = typer.Option("min", "--aggregation", help="how step scores rank prefixes and programs"),
-    temperature: float = typer.Option(0.8, "--temperature"),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="per continuation"),
     limit: int | None = typer.Option(None, "--limit", help="only the first N problems"),
     compare: bool = typer.Option(False, "--compare", help="also run best-of-N at the same completion tokens"),
     execute: bool = typer.Option(True, "--execute/--no-execute", help="run the chosen programs on the tests"),
-    seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """PRM-guided function-level beam search, with policy tokens counted for a fair comparison."""
     from dreamprm_code.data import load_problems
-    from dreamprm_code.policy import SamplingParams, load_policy
-    from dreamprm_code.scaling.search import SearchConfig, run_search
+    from dreamprm_code.policy import load_policy
+    from dreamprm_code.scaling.search import run_search
     from dreamprm_code.scaling.serve import load_scorer
 
     probs = load_problems(problems)[:limit] if limit else load_problems(problems)
-    config = SearchConfig(
-        beam=beam,
-        expand=expand,
-        max_steps=max_steps,
-        aggregation=aggregation,
-        seed=seed,
-        sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens),
-    )
     scorer, _ = load_scorer(prm)
     summary = run_search(
         probs, load_policy(policy), scorer, config, out, compare=compare, execute=execute
     )
-    table = Table(title=f"PRM beam search (beam {beam} x expand {expand}) on {len(probs)} problems")
+    table = Table(title=f"PRM beam search (beam {config.beam} x expand {config.expand}) on {len(probs)} problems")
     for col in ("method", "problems", "solved", "pass@1 %", "completion tokens", "prompt tokens"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for row in summary:

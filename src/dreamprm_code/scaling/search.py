@@ -15,36 +15,16 @@ best-of-N at the same completion-token budget (``dreamprm-code search --compare`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dreamprm_code.errors import UserError
-from dreamprm_code.policy import FINISH_STOP, Policy, SamplingParams
+from dreamprm_code.policy import FINISH_STOP, Policy
 from dreamprm_code.records import Problem, Solution
+from dreamprm_code.scaling.config import SearchConfig
 from dreamprm_code.scaling.metrics import tie_rng
-from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate, select_by_score
+from dreamprm_code.scaling.select import get_aggregate, select_by_score
 from dreamprm_code.scaling.serve import Scorer, split_code
-
-
-@dataclass
-class SearchConfig:
-    """Beam width, expansions per kept prefix, and limits."""
-
-    beam: int = 2
-    expand: int = 2
-    max_steps: int = 6
-    aggregation: str = "min"
-    style: str = "cof"
-    form: str = "chat"
-    seed: int = 0
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.8, max_new_tokens=512))
-
-    def __post_init__(self) -> None:
-        if self.beam < 1 or self.expand < 1 or self.max_steps < 1:
-            raise UserError("beam, expand and max_steps must be at least 1", field="beam")
-        if self.aggregation not in AGGREGATIONS:
-            raise UserError(f"unknown aggregation {self.aggregation!r}", field="aggregation")
 
 
 @dataclass
