@@ -50,6 +50,27 @@ def iter_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterato
         yield i, rec
 
 
+def is_json_list(path: str | Path) -> bool:
+    """Whether the file is one JSON list (its first non-space character is ``[``) rather than JSONL."""
+    with _open_text(Path(path)) as fh:
+        while True:
+            ch = fh.read(1)
+            if not ch or not ch.isspace():
+                return ch == "["
+
+
+def read_json_list(path: str | Path) -> list[dict]:
+    """A file holding one JSON list of objects (LiveCodeBench's exports)."""
+    try:
+        with _open_text(Path(path)) as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError("expected a JSON list of objects", path=path)
+    return data
+
+
 def read_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> list[dict]:
     return [rec for _, rec in iter_jsonl(path, tolerate_torn_tail=tolerate_torn_tail)]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import iter_jsonl, require
+from dreamprm_code.io import is_json_list, iter_jsonl, read_json_list, require
 from dreamprm_code.records import Problem, TestCase
 
 HUB_REPO = "livecodebench/code_generation_lite"
@@ -201,16 +201,8 @@ def _parse_date(value: str | None, name: str) -> dt.datetime | None:
 
 
 def _local_records(path: Path) -> list[tuple[int | None, dict]]:
-    with open(path, encoding="utf-8") as fh:
-        head = fh.read(1024).lstrip()
-    if head.startswith("["):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
-        if not all(isinstance(r, dict) for r in data):
-            raise UserError("expected a JSON list of objects", path=path)
-        return [(None, r) for r in data]
+    if is_json_list(path):
+        return [(None, r) for r in read_json_list(path)]
     return list(iter_jsonl(path))
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from dreamprm_code.data.apps import occurrence_id
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import iter_jsonl
+from dreamprm_code.io import is_json_list, iter_jsonl, read_json_list
 from dreamprm_code.records import Problem, Solution
 
 
@@ -241,14 +241,8 @@ def _ours(path: Path, ids: _Ids) -> list[Solution]:
 
 
 def _load_file(path: Path, ids: _Ids, counters: dict[str, int]) -> list[Solution]:
-    text_start = _first_char(path)
-    if text_start == "[":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
-        if not all(isinstance(r, dict) for r in data):
-            raise UserError("expected a JSON list of objects", path=path)
+    if is_json_list(path):
+        data = read_json_list(path)
         if data and not _is_lcb(data[0]):
             raise UserError(
                 "a JSON list here must hold LiveCodeBench records (question_id, code_list)", path=path
@@ -270,14 +264,6 @@ def _load_file(path: Path, ids: _Ids, counters: dict[str, int]) -> list[Solution
         path=path,
         line=line,
     )
-
-
-def _first_char(path: Path) -> str:
-    with open(path, encoding="utf-8") as fh:
-        while True:
-            ch = fh.read(1)
-            if not ch or not ch.isspace():
-                return ch
 
 
 def load_solutions(path: str | Path, problems: Iterable[Problem] | None = None) -> list[Solution]:

@@ -8,10 +8,10 @@ the meta set and in an evaluation set: that would leak the test verdicts into tr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from dreamprm_code.data.split import order_by_hash
 from dreamprm_code.errors import UserError
 from dreamprm_code.records import Solution
 
@@ -69,10 +69,6 @@ def assert_disjoint(
         )
 
 
-def _rank(seed: int, problem_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()
-
-
 def split_meta_set(
     solutions: Sequence[Solution],
     fraction: float,
@@ -99,7 +95,7 @@ def split_meta_set(
         assert_disjoint(solutions, eval_problems, what="evaluation set")
     if train_problems is not None:
         assert_disjoint(solutions, train_problems, what="training labels")
-    problems = sorted({s.problem_id for s in solutions}, key=lambda p: _rank(seed, p))
+    problems = order_by_hash((s.problem_id for s in solutions), seed)
     if not problems:
         raise UserError("the meta set is empty", field="meta")
     k = round(fraction * len(problems))

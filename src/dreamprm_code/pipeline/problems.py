@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
 from dreamprm_code.data import load_problems
+from dreamprm_code.data.split import order_by_hash
 from dreamprm_code.errors import UserError
 from dreamprm_code.pipeline.config import ProblemSet
 from dreamprm_code.records import Problem
@@ -79,7 +79,7 @@ def split_training_problems(problem_ids: list[str], meta_share: float, seed: int
     outer-step part and the validation part. The order is a seeded hash of the ids (as in
     ``split_meta_set``), so reruns agree; at least one problem stays labelled.
     """
-    order = sorted(set(problem_ids), key=lambda pid: hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest())
+    order = order_by_hash(problem_ids, seed)
     n = len(order)
     n_meta = 0 if n < 2 or meta_share <= 0 else min(n - 1, max(1, round(n * meta_share)))
     return {"label": sorted(order[n_meta:]), "meta": sorted(order[:n_meta])}
