@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.prm.commands import load_step_labels
+from dreamprm_code.labeling import load_labels as load_step_labels
 from dreamprm_code.prm.testing import save_tiny_backbone
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
 

@@ -10,29 +10,8 @@ import typer
 from rich.table import Table
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import load_records, require
+from dreamprm_code.labeling import load_labels as load_step_labels
 from dreamprm_code.progress import console
-from dreamprm_code.records import StepLabel
-
-
-def parse_step_label(rec: dict[str, Any]) -> StepLabel:
-    """A labels-file record, with the fields training needs checked by name."""
-    for key, kind in (("solution_id", str), ("problem_id", str), ("prefix", str)):
-        require(rec, key, kind)
-    for key in ("step_index", "num_steps"):
-        require(rec, key, int)
-    value = require(rec, "mc_value", (int, float))
-    if not 0.0 <= float(value) <= 1.0:
-        raise UserError(f"must be in [0, 1], got {value}", field="mc_value")
-    if not 0 <= rec["step_index"] < rec["num_steps"]:
-        raise UserError(f"step_index {rec['step_index']} outside 0..{rec['num_steps'] - 1}", field="step_index")
-    rec = {"rollouts": 0, "passed": 0, "hard_label": int(float(value) > 0), **rec, "mc_value": float(value)}
-    return StepLabel.from_dict(rec)
-
-
-def load_step_labels(path: str | Path) -> list[StepLabel]:
-    """Step labels from a JSONL file (a torn last line from a killed labelling run is skipped)."""
-    return load_records(path, parse_step_label, tolerate_torn_tail=True)
 
 
 def train_command(
