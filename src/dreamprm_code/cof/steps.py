@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.records import Step
+from dreamprm_code.records import Solution, Step
 
 FUNCTION = "function"
 METHOD = "method"
@@ -296,6 +296,11 @@ def split_steps(code: str, *, max_blocks: int = MAX_BLOCKS) -> list[Step]:
 def is_cof(code: str) -> bool:
     """Is ``code`` chain-of-functions shaped (two or more function steps)?"""
     return split_info(code).mode == MODE_FUNCTIONS
+
+
+def solution_steps(solution: Solution) -> list[Step]:
+    """A candidate's steps: those it records, else :func:`split_steps` of its code (every stage agrees)."""
+    return list(solution.steps) if solution.steps else split_steps(solution.code)
 
 
 def check_steps(code: str, steps: list[Step]) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dreamprm_code.cof import solution_steps
 from dreamprm_code.errors import UserError
-from dreamprm_code.prm.format import PromptFormat, solution_steps
+from dreamprm_code.prm.format import PromptFormat
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
 
 

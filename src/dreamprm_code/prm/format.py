@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.records import Problem, Solution, Step
+from dreamprm_code.records import Problem, Step
 
 #: Bumped whenever the text or the tokenization rules change; saved with every checkpoint.
 FORMAT_VERSION = 1
@@ -101,17 +101,6 @@ def step_texts(code: str, steps: Sequence[Step]) -> list[str]:
     if pos != len(code):
         raise UserError(f"steps end at {pos}, the code is {len(code)} characters long", field="steps")
     return texts
-
-
-def solution_steps(solution: Solution) -> list[Step]:
-    """The solution's own steps, or those of ``cof.split_steps`` (decision 1), or one step."""
-    if solution.steps:
-        return list(solution.steps)
-    try:
-        from dreamprm_code.cof import split_steps
-    except ImportError:
-        return [Step(name="code", kind="module", start=0, end=len(solution.code))]
-    return list(split_steps(solution.code))
 
 
 class PromptFormat:

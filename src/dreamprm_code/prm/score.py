@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from dreamprm_code.cof import solution_steps
 from dreamprm_code.errors import UserError
 from dreamprm_code.prm.data import Example, collate, examples_from_solutions, token_batches
-from dreamprm_code.prm.format import solution_steps, step_texts
+from dreamprm_code.prm.format import step_texts
 from dreamprm_code.prm.model import ProcessRewardModel
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import AGGREGATIONS, Problem, Solution, StepScores

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dreamprm_code.records import Problem, Solution, Step, StepScores
+from dreamprm_code.cof import solution_steps
+from dreamprm_code.records import Problem, Solution, StepScores
 from dreamprm_code.report.tables import pass_at_k_table, table_rows
 from dreamprm_code.scaling.evaluate import EvalReport
 from dreamprm_code.scaling.metrics import tie_rng
@@ -29,17 +30,6 @@ class Figure:
     name: str  # file name, e.g. ``scaling.png``
     title: str
     png: bytes
-
-
-def steps_of(sol: Solution) -> list[Step]:
-    """The candidate's steps: as recorded, else split now with the CoF splitter (decision 1)."""
-    if sol.steps:
-        return sol.steps
-    try:
-        from dreamprm_code.cof import split_steps
-    except ImportError:
-        return [Step("module", "module", 0, len(sol.code))]
-    return split_steps(sol.code)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -143,7 +133,7 @@ def _score_colour(p: float) -> str:
 
 def render_candidate(sol: Solution, scores: Mapping[str, StepScores], colour_by: str | None, chosen_by: list[str]) -> str:
     """One candidate: verdict badge, which methods chose it, and its code with steps coloured."""
-    steps = steps_of(sol)
+    steps = solution_steps(sol)
     main = scores.get(colour_by) if colour_by else None
     aligned = main is not None and len(main.scores) == len(steps)
     if sol.verdict is not None:

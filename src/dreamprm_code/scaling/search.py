@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dreamprm_code.cof import split_steps
 from dreamprm_code.policy import FINISH_STOP, Policy
 from dreamprm_code.records import Problem, Solution
 from dreamprm_code.scaling.config import SearchConfig
 from dreamprm_code.scaling.metrics import tie_rng
 from dreamprm_code.scaling.select import get_aggregate, select_by_score
-from dreamprm_code.scaling.serve import Scorer, split_code
+from dreamprm_code.scaling.serve import Scorer
 
 
 @dataclass
@@ -64,7 +65,7 @@ class SearchResult:
             code=self.code,
             policy=policy_name,
             sampling={"method": "prm-beam-search", **({} if config is None else _config_dict(config))},
-            steps=split_code(self.code),
+            steps=split_steps(self.code),
             tokens={"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             meta={"search_score": self.score, "finished_programs": len(self.finished), "depth": self.depth},
         )
@@ -89,7 +90,7 @@ def search_problem(problem: Problem, policy: Policy, scorer: Scorer, config: Sea
     def score(codes: Sequence[str]) -> list[float]:
         if not codes:
             return []
-        sols = [Solution(problem.id, i, c, steps=split_code(c)) for i, c in enumerate(codes)]
+        sols = [Solution(problem.id, i, c, steps=split_steps(c)) for i, c in enumerate(codes)]
         per_step = scorer([problem] * len(sols), sols)
         return [agg(s, config.aggregation) for s in per_step]
 
@@ -178,9 +179,9 @@ def best_of_n_at_budget(
             prompt_tokens += c.prompt_tokens
             completion_tokens += max(1, c.completion_tokens)
             codes.append(code_from_continuation("", c.text))
-    sols = [Solution(problem.id, i, c, steps=split_code(c)) for i, c in enumerate(codes)]
+    sols = [Solution(problem.id, i, c, steps=split_steps(c)) for i, c in enumerate(codes)]
     per_step = scorer([problem] * len(sols), sols) if sols else []
-    pool = [Candidate(c, agg(s, config.aggregation), len(split_code(c)), "finished") for c, s in zip(codes, per_step, strict=True)]
+    pool = [Candidate(c, agg(s, config.aggregation), len(split_steps(c)), "finished") for c, s in zip(codes, per_step, strict=True)]
     if pool:
         best = pool[select_by_score([c.score for c in pool], tie_rng(config.seed, "bon", problem.id))]
         code, best_score = best.code, best.score

@@ -25,8 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
+from dreamprm_code.cof import split_steps
 from dreamprm_code.errors import UserError
-from dreamprm_code.records import Problem, Solution, Step
+from dreamprm_code.records import Problem, Solution
 from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate
 
 #: Scores a batch: problems and solutions in the same order -> per-step probabilities of each.
@@ -42,15 +43,6 @@ class BadRequest(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
-
-
-def split_code(code: str) -> list[Step]:
-    """Steps of the code as every stage cuts them (decision 1); one step if the splitter is missing."""
-    try:
-        from dreamprm_code.cof import split_steps
-    except ImportError:
-        return [Step("module", "module", 0, len(code))]
-    return list(split_steps(code))
 
 
 _ids = itertools.count()
@@ -104,7 +96,7 @@ def parse_request(body: Any) -> tuple[Problem, Solution, list[str]]:
     aggs = body.get("aggregations", list(AGGREGATIONS))
     if not isinstance(aggs, list) or any(a not in AGGREGATIONS for a in aggs):
         raise BadRequest(f"field 'aggregations' must be a list drawn from {list(AGGREGATIONS)}", 422)
-    solution = Solution(pid, 0, code, steps=split_code(code))
+    solution = Solution(pid, 0, code, steps=split_steps(code))
     return problem, solution, aggs
 
 
