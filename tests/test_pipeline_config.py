@@ -131,7 +131,7 @@ def test_stage_markers_skip_redo_and_refuse_changed_settings(tmp_path):
     again = Stages(run, 2)
     again.run_stage("a", "fp1", lambda: calls.append("a"))
     assert calls == ["a"] and again.skipped == ["a"]
-    with pytest.raises(UserError, match="stage 'a' already ran with different settings"):
+    with pytest.raises(UserError, match="stage 'a' used other settings"):
         Stages(run, 2).run_stage("a", "fp2", lambda: calls.append("a"))
     redo = Stages(run, 2)
     redo.run_stage("a", "fp2", lambda: calls.append("a2"), redo_on_change=True)

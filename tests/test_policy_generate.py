@@ -131,7 +131,7 @@ def test_half_written_problem_is_completed_not_duplicated(tmp_path):
 def test_resuming_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "s.jsonl"
     generate_solutions(problems(1), Scripted(), 1, SamplingParams(seed=0), "cof", out, execute=False, show_progress=False)
-    with pytest.raises(UserError, match=r"other settings \['temperature'\]") as err:
+    with pytest.raises(UserError, match=r"other settings \(temperature: 0.7 -> 0.2\)") as err:
         generate_solutions(problems(1), Scripted(), 1, SamplingParams(seed=0, temperature=0.2), "cof", out,
                            execute=False, show_progress=False)
     assert err.value.line == 1 and err.value.path == str(out)

@@ -11,7 +11,7 @@ import gzip
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,6 +99,33 @@ def require(rec: dict, key: str, kind: type | tuple[type, ...] | None = None) ->
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise UserError(f"expected {names}, got {type(value).__name__}", field=key)
     return value
+
+
+def check_resume(
+    saved: Mapping[str, Any],
+    now: Mapping[str, Any],
+    *,
+    where: str | Path,
+    ignore: Iterable[str] = (),
+    keys: Iterable[str] | None = None,
+    what: str = "this output",
+    hint: str = "use another output, or delete it to start over",
+    line: int | None = None,
+) -> None:
+    """Refuse to resume work made with other settings: a ``UserError`` naming the first differing key.
+
+    ``saved`` holds the settings recorded with the work, ``now`` those of this run; ``keys``
+    restricts the comparison (default: every key of either), ``ignore`` lists the settings a
+    resumed run may change (how long to go on, how parallel to be).
+    """
+    names = list(keys) if keys is not None else [*now, *(k for k in saved if k not in now)]
+    skip = set(ignore)
+    for key in names:
+        if key not in skip and saved.get(key) != now.get(key):
+            raise UserError(
+                f"{what} used other settings ({key}: {saved.get(key)!r} -> {now.get(key)!r}); {hint}",
+                path=where, line=line, field=key,
+            )
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

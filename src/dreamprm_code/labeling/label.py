@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import JsonlAppender, atomic_write_json, load_records, require
+from dreamprm_code.io import JsonlAppender, atomic_write_json, check_resume, load_records, require
 from dreamprm_code.labeling.config import LabelConfig
 from dreamprm_code.labeling.rolloutlog import RolloutLog, rollouts_path
 from dreamprm_code.progress import make_progress
@@ -520,16 +520,8 @@ def _check_fingerprint(out: Path, config: LabelConfig) -> None:
     path = config_path(out)
     fp = config.fingerprint()
     if path.exists() and out.exists():
-        old = _read_json(path)
-        diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
-        if diff:
-            raise UserError(
-                f"labels in {out} were made with other settings ({', '.join(diff)}: "
-                f"{', '.join(f'{old.get(k)!r} -> {fp.get(k)!r}' for k in diff)}); "
-                "use another --out, or delete it and its .rollouts.jsonl to start over",
-                path=path,
-                field=diff[0],
-            )
+        check_resume(_read_json(path), fp, where=path, what=f"labels in {out}",
+                     hint="use another --out, or delete it and its .rollouts.jsonl to start over")
     atomic_write_json(path, fp)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from dreamprm_code.io import atomic_write_json, atomic_write_jsonl, check_resume, read_jsonl
 from dreamprm_code.pipeline.config import PipelineConfig
 from dreamprm_code.pipeline.problems import split_train_eval, split_training_problems
 from dreamprm_code.progress import console
@@ -113,11 +113,9 @@ class Stages:
         if recorded.get("fingerprint") != fp:
             if redo_on_change:
                 return False
-            raise UserError(
-                f"stage {name!r} already ran with different settings; use another run_dir (--run-dir) "
-                f"or delete {self.run.root} to start over",
-                path=marker,
-            )
+            check_resume(recorded, {"fingerprint": fp}, keys=["fingerprint"], where=marker,
+                         what=f"stage {name!r}",
+                         hint=f"use another run_dir (--run-dir) or delete {self.run.root} to start over")
         self.timings[name] = recorded.get("seconds", 0.0)
         return True
 

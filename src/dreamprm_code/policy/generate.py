@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import JsonlAppender
+from dreamprm_code.io import JsonlAppender, check_resume
 from dreamprm_code.policy.base import FINISH_LENGTH, Completion, Policy, Prompt, SamplingParams
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import PASS, Problem, Solution
@@ -68,16 +68,10 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def _check_resumable(existing: list[dict], policy_name: str, settings: dict[str, Any], out: Path) -> None:
     for i, rec in enumerate(existing, start=1):
-        old = rec.get("sampling") or {}
-        diff = [k for k in _RESUME_KEYS if k in old and old.get(k) != settings.get(k)]
-        if rec.get("policy") != policy_name or diff:
-            what = f"policy {rec.get('policy')!r}" if rec.get("policy") != policy_name else f"settings {diff}"
-            raise UserError(
-                f"this file holds solutions made with other {what}; resume with the same options or "
-                f"write to a new --out",
-                path=out,
-                line=i,
-            )
+        old = {"policy": rec.get("policy"), **(rec.get("sampling") or {})}
+        check_resume(old, {"policy": policy_name, **settings}, keys=["policy", *(k for k in _RESUME_KEYS if k in old)],
+                     where=out, line=i, what="this file's solutions",
+                     hint="resume with the same options or write to a new --out")
 
 
 def generate_solutions(
