@@ -221,7 +221,7 @@ def test_aggregate(how, expected):
 
 
 def test_aggregate_unknown():
-    with pytest.raises(UserError, match="unknown aggregate"):
+    with pytest.raises(UserError, match="unknown aggregation"):
         aggregate([0.5], "max")
 
 

@@ -30,14 +30,8 @@ def resolve_backbone(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)
-    try:
-        from dreamprm_code.embedded import resolve_model
-    except ImportError:
-        if spec.startswith("embedded:"):
-            raise UserError(
-                f"backbone {spec!r} needs dreamprm_code.embedded, which is not installed", field="backbone"
-            ) from None
-        return spec
+    from dreamprm_code.embedded import resolve_model
+
     return str(resolve_model(spec))
 
 

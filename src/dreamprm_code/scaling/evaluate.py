@@ -40,7 +40,7 @@ from dreamprm_code.scaling.metrics import (
     pass_at_k,
     tie_rng,
 )
-from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate, majority_vote, select_by_score
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate, majority_vote, select_by_score
 
 DIFFICULTY_ORDER = ("easy", "medium", "hard")
 OVERALL = "overall"
@@ -239,7 +239,7 @@ def evaluate(
         notes.append(f"{missing_problems} problems have no candidates and are not counted")
 
     # Aggregated scores: method name -> problem id -> array over candidates (NaN = unscored).
-    agg = get_aggregate()
+    agg = aggregate
     score_values: dict[str, dict[str, np.ndarray]] = {}
     coverage: dict[str, dict[str, int]] = {}
     sol_ids = {s.id for pid in pids for s in pools[pid]}

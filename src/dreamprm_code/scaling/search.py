@@ -24,7 +24,7 @@ from dreamprm_code.policy import FINISH_STOP, Policy
 from dreamprm_code.records import Problem, Solution
 from dreamprm_code.scaling.config import SearchConfig
 from dreamprm_code.scaling.metrics import tie_rng
-from dreamprm_code.scaling.select import get_aggregate, select_by_score
+from dreamprm_code.scaling.select import aggregate, select_by_score
 from dreamprm_code.scaling.serve import Scorer
 
 
@@ -85,7 +85,7 @@ def search_problem(problem: Problem, policy: Policy, scorer: Scorer, config: Sea
     """Beam search over functions for one problem; see the module docstring."""
     from dreamprm_code.cof import code_from_continuation, continuation_prompt, next_step_end
 
-    agg = get_aggregate()
+    agg = aggregate
 
     def score(codes: Sequence[str]) -> list[float]:
         if not codes:
@@ -167,7 +167,7 @@ def best_of_n_at_budget(
     """
     from dreamprm_code.cof import build_prompt, code_from_continuation
 
-    agg = get_aggregate()
+    agg = aggregate
     prompt = build_prompt(problem, config.style, config.form, open_fence=True)  # type: ignore[arg-type]
     codes: list[str] = []
     prompt_tokens = completion_tokens = calls = 0

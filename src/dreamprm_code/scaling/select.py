@@ -20,7 +20,7 @@ the order of candidates or problems.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -36,10 +36,10 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def aggregate_local(scores: Sequence[float], how: str) -> float:
-    """One number per candidate from its step scores (see the module docstring)."""
+def aggregate(scores: Sequence[float], how: str = "min") -> float:
+    """One number per candidate from its step scores (see the module docstring); the PRM's too."""
     if how not in AGGREGATIONS:
-        raise UserError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
+        raise UserError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}", field="aggregation")
     if len(scores) == 0:
         return float("nan")
     xs = [float(s) for s in scores]
@@ -52,15 +52,6 @@ def aggregate_local(scores: Sequence[float], how: str) -> float:
     if how == "product":
         return math.prod(xs)
     return sum(_logit(p) for p in xs)
-
-
-def get_aggregate() -> Callable[[Sequence[float], str], float]:
-    """The PRM stage's ``aggregate(scores, how)`` when it offers one, else :func:`aggregate_local`."""
-    try:
-        from dreamprm_code.prm import aggregate  # type: ignore[attr-defined]
-    except ImportError:
-        return aggregate_local
-    return aggregate
 
 
 def select_by_score(values: Sequence[float], rng: np.random.Generator) -> int:

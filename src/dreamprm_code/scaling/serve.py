@@ -28,7 +28,7 @@ from aiohttp import web
 from dreamprm_code.cof import split_steps
 from dreamprm_code.errors import UserError
 from dreamprm_code.records import Problem, Solution
-from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
 
 #: Scores a batch: problems and solutions in the same order -> per-step probabilities of each.
 Scorer = Callable[[Sequence[Problem], Sequence[Solution]], list[list[float]]]
@@ -273,7 +273,7 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application; bodies over ``max_body`` bytes are refused with 413."""
     batcher = Batcher(scorer, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    agg = get_aggregate()
+    agg = aggregate
 
     @web.middleware
     async def errors(request: web.Request, handler):
