@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models lives with the tests
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -330,7 +332,7 @@ def _one_run(mode: str, seed: int, args: argparse.Namespace, tok) -> dict:
     from dreamprm_code.meta import make_correction
     from dreamprm_code.prm.data import collate
     from dreamprm_code.prm.model import wrap_backbone
-    from dreamprm_code.prm.testing import tiny_backbone
+    from tiny_models import tiny_backbone
 
     rng = random.Random(seed)
     vocab = len(tok)
@@ -393,7 +395,7 @@ def _ci(xs: list[float]) -> str:
 
 
 def bench_correct(args: argparse.Namespace) -> dict:
-    from dreamprm_code.prm.testing import tiny_tokenizer
+    from tiny_models import tiny_tokenizer
 
     torch.set_num_threads(args.threads)
     tok = tiny_tokenizer()

@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from dreamprm_code.scaling.serve import ServerThread, make_app, prm_scorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models lives with the tests
 
 CODE = '''def main():
     """Read the numbers and print the largest pair sum."""
@@ -38,7 +42,7 @@ main()
 
 def tiny_prm():
     from dreamprm_code.prm.model import wrap_backbone
-    from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
+    from tiny_models import tiny_backbone, tiny_tokenizer
 
     tok = tiny_tokenizer()
     prm, _ = wrap_backbone(tiny_backbone(tok, hidden_size=64, layers=2), tok, lora_r=0)

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from dreamprm_code.prm import train as train_module
-from dreamprm_code.prm.testing import save_tiny_backbone
 from dreamprm_code.prm.train import TrainConfig, make_correction_for, train_prm
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
+from tiny_models import save_tiny_backbone
 
 HEAD = 'def main():\n    """Read and print."""\n    print(solve(int(input())))\n\n\n'
 GOOD = 'def solve(n):\n    """Sum."""\n    return n * (n + 1) // 2\n'

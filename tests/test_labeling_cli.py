@@ -24,7 +24,7 @@ def tiny_policy_dir(tmp_path_factory) -> Path:
     """A random-initialised Qwen2 causal LM with a chat template, saved where ``hf:PATH`` loads it."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from dreamprm_code.prm.testing import tiny_tokenizer
+    from tiny_models import tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.chat_template = CHAT_TEMPLATE

@@ -14,7 +14,7 @@ from dreamprm_code.meta import CorrectionConfig, make_correction
 from dreamprm_code.meta.hypergrad import lookahead, unrolled_meta_loss
 from dreamprm_code.prm.data import Example, StepBatch, collate
 from dreamprm_code.prm.model import wrap_backbone
-from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
+from tiny_models import tiny_backbone, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: The GPU path runs where there is one (the device machine); CI has none and skips it.

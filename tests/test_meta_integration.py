@@ -12,9 +12,9 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.io import atomic_write_jsonl
 from dreamprm_code.meta.metaset import split_meta_set
 from dreamprm_code.meta.plots import label_change_stats, load_correction_summary, plot_correction
-from dreamprm_code.prm.testing import save_tiny_backbone
 from dreamprm_code.prm.train import TrainConfig, train_prm
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
+from tiny_models import save_tiny_backbone
 
 GOOD = 'def solve(n):\n    """Sum."""\n    return n * (n + 1) // 2\n'
 BAD = 'def solve(n):\n    """Sum."""\n    return n * (n - 1) // 2\n'

@@ -237,7 +237,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> Path:
-    from dreamprm_code.prm.testing import save_tiny_backbone
+    from tiny_models import save_tiny_backbone
 
     return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny", hidden_size=32, layers=1)
 

@@ -20,7 +20,7 @@ TEMPLATE = (
 def policy() -> HFPolicy:
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from dreamprm_code.prm.testing import tiny_tokenizer
+    from tiny_models import tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.chat_template = TEMPLATE
@@ -165,7 +165,7 @@ def test_int8_quantization_replaces_linear_layers_and_still_generates():
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from dreamprm_code.prm.testing import tiny_tokenizer
+    from tiny_models import tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.chat_template = TEMPLATE

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.labeling import load_labels as load_step_labels
-from dreamprm_code.prm.testing import save_tiny_backbone
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
+from tiny_models import save_tiny_backbone
 
 HEAD = "def main():\n    \"\"\"Read and print.\"\"\"\n    print(solve(int(input())))\n\n\n"
 TAIL = "def solve(n):\n    \"\"\"Sum.\"\"\"\n    return n * (n {} 1) // 2\n"

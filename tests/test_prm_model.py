@@ -17,8 +17,8 @@ from dreamprm_code.prm.score import (
     score_prefixes_separately,
     score_solutions,
 )
-from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
+from tiny_models import tiny_backbone, tiny_tokenizer
 
 CODE = (
     "import sys\n\n"

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from dreamprm_code.errors import UserError
 from dreamprm_code.prm.checkpoint import load_prm
 from dreamprm_code.prm.score import score_solutions
-from dreamprm_code.prm.testing import save_tiny_backbone
 from dreamprm_code.prm.train import TrainConfig, split_by_problem, step_auc, step_loss, train_prm
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
+from tiny_models import save_tiny_backbone
 
 GOOD = "def solve(n):\n    \"\"\"Sum.\"\"\"\n    return n * (n + 1) // 2\n"
 BAD = "def solve(n):\n    \"\"\"Sum.\"\"\"\n    return n * (n - 1) // 2\n"

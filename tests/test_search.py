@@ -127,8 +127,8 @@ def test_search_runs_with_a_tiny_real_model_and_prm(tmp_path):
     """End to end with real `transformers` models (random weights): the mechanics, not quality."""
     from dreamprm_code.policy.hf import HFPolicy
     from dreamprm_code.prm.model import wrap_backbone
-    from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
     from dreamprm_code.scaling.serve import prm_scorer
+    from tiny_models import tiny_backbone, tiny_tokenizer
 
     tok = tiny_tokenizer()
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -182,7 +182,7 @@ def test_search_cli_with_tiny_hf_policy_and_saved_prm(tmp_path):
     from dreamprm_code.io import atomic_write_jsonl, read_jsonl
     from dreamprm_code.prm import save_prm
     from dreamprm_code.prm.model import wrap_backbone
-    from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
+    from tiny_models import tiny_backbone, tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"

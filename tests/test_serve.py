@@ -119,7 +119,7 @@ def test_concurrent_requests_are_batched():
 @pytest.mark.slow
 def test_real_tiny_prm_over_http():
     from dreamprm_code.prm.model import wrap_backbone
-    from dreamprm_code.prm.testing import tiny_backbone, tiny_tokenizer
+    from tiny_models import tiny_backbone, tiny_tokenizer
 
     tok = tiny_tokenizer()
     prm, _ = wrap_backbone(tiny_backbone(tok), tok, lora_r=0)

@@ -1,4 +1,4 @@
-"""Tiny random-initialised backbones and tokenizers, so tests and smoke runs stay fast (decision 7).
+"""Tiny random-initialised backbones and tokenizers, so tests and benchmarks stay fast (no downloads).
 
 A byte-level BPE tokenizer trained on a few lines of Python (like the real code models'
 tokenizers, so step boundaries are realistic) and a ``Qwen2Config`` base model of about a
