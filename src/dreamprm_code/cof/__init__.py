@@ -1,8 +1,8 @@
-"""Chain-of-functions (CoF): program steps from ``ast`` (decision 1) and the prompts that ask for them.
+"""Chain-of-functions (CoF): program steps from ``ast`` (docs/architecture.md#steps-come-from-the-syntax-tree) and the prompts that ask for them.
 
 ``split_steps`` / ``step_prefixes`` / ``next_step_end`` are the step rules every stage shares;
 ``build_prompt`` / ``continuation_prompt`` / ``code_from_continuation`` turn problems and code
-prefixes into policy prompts (decision 2).
+prefixes into policy prompts (docs/architecture.md#step-labels-from-rollouts).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def steps_command(
         MAX_BLOCKS, "--max-blocks", min=1, help="cap on fallback blocks (functions are never merged)"
     ),
 ) -> None:
-    """Split a program into steps (decision 1) and print them as JSON (or marked up with --show)."""
+    """Split a program into steps (docs/architecture.md#steps-come-from-the-syntax-tree) and print them as JSON (or marked up with --show)."""
     code = read_code(file)
     info = split_info(code, max_blocks=max_blocks)
     if show:

@@ -9,7 +9,7 @@ sections opened by ``=== name ===`` lines: ``system`` and ``user`` (chat form), 
 starter code). Text above the first section is a description and is ignored.
 
 The ```` ```python ```` fence is opened by this module, never by the template: after the
-completion text, and as the assistant prefill of :func:`continuation_prompt` (decision 2: a
+completion text, and as the assistant prefill of :func:`continuation_prompt` (docs/architecture.md#step-labels-from-rollouts: a
 rollout's code is prefix + continuation, cut at the closing fence by
 :func:`code_from_continuation`).
 """
@@ -227,7 +227,7 @@ def continuation_prompt(
     form: Form = "chat",
     templates: str | Path | dict[str, Template] | None = None,
 ) -> Prompt:
-    """The prompt whose reply continues ``prefix`` (decision 2): the code is prefix + continuation.
+    """The prompt whose reply continues ``prefix`` (docs/architecture.md#step-labels-from-rollouts): the code is prefix + continuation.
 
     Chat: the assistant prefill is an opened fence followed by the prefix. Completion: the prompt
     text, the opened fence and the prefix.

@@ -1,4 +1,4 @@
-"""Steps of a program (DESIGN decision 1): ``ast`` spans that tile the code.
+"""Steps of a program (docs/architecture.md#steps-come-from-the-syntax-tree): ``ast`` spans that tile the code.
 
 Rules, in order of precedence:
 

@@ -1,4 +1,4 @@
-"""Execution: run candidate programs against unit tests in an OS sandbox (DESIGN decision 5).
+"""Execution: run candidate programs against unit tests in an OS sandbox (docs/architecture.md#candidates-run-in-an-os-sandbox).
 
 ``run_program`` runs one program; ``Executor`` runs many on persistent sandboxed workers with a
 cache; ``run_outputs`` returns each test's behaviour for majority votes. See docs/execution.md.

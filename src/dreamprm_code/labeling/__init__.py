@@ -1,4 +1,4 @@
-"""Monte-Carlo step labels from rollouts (DESIGN decision 2): ``label_solutions`` and its config.
+"""Monte-Carlo step labels from rollouts (docs/architecture.md#step-labels-from-rollouts): ``label_solutions`` and its config.
 
 Every step prefix of a solution is continued N times by the policy, each continuation is run
 against the unit tests in the sandbox, and the pass fraction is the prefix's label. Strategies

@@ -1,7 +1,7 @@
 """Monte-Carlo step labels: continue each step prefix N times, run the programs, count passes.
 
 A rollout's program is the prefix followed by the policy's continuation (never a rewrite,
-DESIGN decision 2): the prompt comes from :func:`dreamprm_code.cof.continuation_prompt` and the
+docs/architecture.md#step-labels-from-rollouts): the prompt comes from :func:`dreamprm_code.cof.continuation_prompt` and the
 program from :func:`dreamprm_code.cof.code_from_continuation`. For prefix k < last,
 ``mc_value = passed / rollouts`` and ``hard_label = passed > 0``. The last prefix is the whole
 solution, so its label is the solution's own verdict (``rollouts = 0``, ``mc_value`` 1.0 or 0.0).

@@ -1,7 +1,7 @@
-"""The one small interface every policy backend implements (DESIGN decision 6).
+"""The one small interface every policy backend implements (docs/architecture.md#backends-behind-one-small-interface).
 
 A prompt is either a chat (``messages``, optionally with an assistant ``prefill`` that the model
-continues, decision 2) or a plain completion ``text``. ``generate`` returns ``n`` samples per
+continues, docs/architecture.md#step-labels-from-rollouts) or a plain completion ``text``. ``generate`` returns ``n`` samples per
 prompt, in prompt order. Backends are picked by a spec string in :func:`load_policy`, so the
 other stages never import a backend directly.
 """

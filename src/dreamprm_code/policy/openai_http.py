@@ -3,7 +3,7 @@
 Async (``httpx``) with a concurrency limit; retries with exponential backoff and full jitter on
 429, 5xx, timeouts and connection errors, honouring ``Retry-After``. ``n`` samples go in one
 request; a server that returns fewer choices (or rejects ``n``) is asked for the rest one by
-one, and remembered. Assistant prefill (DESIGN decision 2) is a final assistant message with
+one, and remembered. Assistant prefill (docs/architecture.md#step-labels-from-rollouts) is a final assistant message with
 vLLM's ``continue_final_message`` / ``add_generation_prompt=false`` extras; plain ``text``
 prompts use the completions endpoint. The API key comes from the environment and never
 appears in logs or errors.

@@ -1,4 +1,4 @@
-"""The process reward model (decision 3): one forward pass scores every step of a candidate.
+"""The process reward model (docs/architecture.md#one-forward-pass-scores-every-step): one forward pass scores every step of a candidate.
 
 ``build_prm`` / ``load_prm`` give a :class:`ProcessRewardModel`; ``train_prm`` trains one on
 Monte-Carlo step labels (with the ``dreamprm_code.meta`` label correction); ``score_solutions``

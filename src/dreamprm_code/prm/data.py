@@ -139,7 +139,7 @@ def candidates_from_labels(labels: Sequence[StepLabel]) -> dict[str, tuple[str, 
     """Rebuild each labelled solution's code and steps from its prefixes.
 
     Returns ``solution_id -> (code, steps, {step_index: position of the label in labels})``.
-    Prefixes must be monotone (prefix k is a prefix of prefix k+1, decision 1). The code is the
+    Prefixes must be monotone (prefix k is a prefix of prefix k+1, docs/architecture.md#steps-come-from-the-syntax-tree). The code is the
     longest labelled prefix: later text cannot change a causal model's earlier scores. Step
     boundaries are the labelled prefixes' ends, so an unlabelled step merges into the next.
     """

@@ -14,7 +14,7 @@ Template version 1 (``TEMPLATE``)::
 Tokenized piece by piece, never as one string: the header pieces, then each step's text on
 its own (``add_special_tokens=False``), and the ids concatenated. So the tokens at the end of
 step k are the same whether the input holds steps 1..k only or all n steps: one-pass scoring,
-prefix-by-prefix scoring and training all see identical ids (decision 3). The PRM reads the
+prefix-by-prefix scoring and training all see identical ids (docs/architecture.md#one-forward-pass-scores-every-step). The PRM reads the
 hidden state at the last token of each step.
 
 Truncation to ``max_length`` (tokens). The header depends on the problem only, never on
@@ -88,7 +88,7 @@ def _cut_middle(ids: list[int], budget: int, marker: list[int]) -> list[int]:
 
 
 def step_texts(code: str, steps: Sequence[Step]) -> list[str]:
-    """The text of each step; the steps must tile ``code`` (decision 1)."""
+    """The text of each step; the steps must tile ``code`` (docs/architecture.md#steps-come-from-the-syntax-tree)."""
     if not steps:
         return [code]
     texts = []

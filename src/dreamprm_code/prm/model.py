@@ -1,7 +1,7 @@
 """The process reward model: a causal LM's base model plus a tiny head on each step's last token.
 
 The backbone is loaded as its *base* model (``AutoModel``: no LM head), so no full-vocabulary
-logits are ever computed, and only the last hidden layer is read (decision 3). Because the
+logits are ever computed, and only the last hidden layer is read (docs/architecture.md#one-forward-pass-scores-every-step). Because the
 backbone is causal, the hidden state at the last token of step k depends only on tokens up to
 k: one forward pass over a candidate yields every prefix's score.
 """

@@ -73,7 +73,7 @@ def score_solutions(
     batch_tokens: int = 16384,
     progress: bool = False,
 ) -> list[StepScores]:
-    """Per-step scores of each solution, one forward pass per candidate (decision 3)."""
+    """Per-step scores of each solution, one forward pass per candidate (docs/architecture.md#one-forward-pass-scores-every-step)."""
     if prm.prompt_format is None:
         raise UserError("the PRM has no input format attached (load it with load_prm)")
     pmap = _problem_map(problems)

@@ -1,4 +1,4 @@
-"""Best-of-N evaluation (decision 8): every selection method, by difficulty, with intervals.
+"""Best-of-N evaluation (docs/architecture.md#honest-evaluation): every selection method, by difficulty, with intervals.
 
 For each problem with N candidates, each method picks one candidate (or, for the policy and
 random rows, is scored by its expected value), and its pass@1 is the fraction of problems whose
