@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -20,7 +21,8 @@ from dreamprm_code.prm.model import ProcessRewardModel
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepScores
 
-AGGREGATES = ("min", "mean", "last", "product", "logodds")
+Aggregate = Literal["min", "mean", "last", "product", "logodds"]
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 _EPS = 1e-6
 
 
