@@ -421,11 +421,11 @@ class Correction:
         pre = _adam_preconditioner(optimizer, theta) if self.config.preconditioner == "adam" else None
         new = {}
         for name, p in theta.items():
-            g = p.grad
-            d = torch.zeros_like(p, dtype=torch.float32) if g is None else g.detach().float()
+            acc = torch.promote_types(p.dtype, torch.float32)
+            d = torch.zeros_like(p, dtype=acc) if p.grad is None else p.grad.detach().to(acc)
             if pre is not None:
-                d = d * pre[name]
-            new[name] = (p.detach().float() - eta * d).to(p.dtype).requires_grad_(True)
+                d = d * pre[name].to(acc)
+            new[name] = (p.detach().to(acc) - eta * d).to(p.dtype).requires_grad_(True)
         meta_batch = next(self.meta_batches)  # type: ignore[arg-type]
         self.meta_batches_used += 1
         meta_batch = meta_batch.to(next(model.parameters()).device) if hasattr(meta_batch, "to") else meta_batch
