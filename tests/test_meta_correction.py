@@ -413,7 +413,7 @@ def _train_with(mode: str, tokenizer, *, steps: int = 20, seed: int = 0):
     batch = collate(train_ex, 0)
     meta = collate(meta_ex, 0)
     logs = []
-    for step in range(1, steps + 1):
+    for _ in range(steps):
         model.train()
         loss = corr.train_loss(model.step_logits(batch), batch)
         opt.zero_grad()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from meta_toy import ToyPRM, batches, make_problem, meta_batches
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.meta.correction import CorrectionConfig, NoCorrection, make_correction
 from dreamprm_code.prm.train import TrainConfig, inner_step
+from meta_toy import ToyPRM, batches, make_problem, meta_batches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

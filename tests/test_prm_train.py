@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.meta.hypergrad import train_loss as step_loss
 from dreamprm_code.prm.checkpoint import load_prm
 from dreamprm_code.prm.score import score_solutions
 from dreamprm_code.prm.testing import save_tiny_backbone
-from dreamprm_code.meta.hypergrad import train_loss as step_loss
 from dreamprm_code.prm.train import TrainConfig, split_by_problem, step_auc, train_prm
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
 

@@ -481,10 +481,7 @@ class Correction:
         z, dz = z.float().cpu(), dz.float().cpu()
         y = self.param[idx] if self.mode == "labels" else self.init[idx]
         dl_dz, dl_dzdy = loss_derivatives(z, y, self.loss)
-        if self.mode == "labels":
-            g = dl_dzdy * dz
-        else:
-            g = dl_dz * dz
+        g = dl_dzdy * dz if self.mode == "labels" else dl_dz * dz
         log = self._apply(idx, g.double(), key="sweep")
         return log
 

@@ -84,8 +84,10 @@ class TrainStageConfig(_Strict):
     lr: float = Field(2e-4, gt=0)
     lora_r: int = Field(8, ge=0, description="0 = full fine-tuning")
     max_length: int = Field(1024, ge=64)
-    meta_every: int = Field(12, ge=1, description="outer (meta) step every M inner steps")
-    meta_lr: float = Field(0.1, gt=0)
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description="label-correction settings (`meta.CorrectionConfig` fields: refresh, meta_lr, batch_size, ...)",
+    )
     meta_share: float = Field(
         0.25, ge=0, lt=1,
         description="share of training problems kept out of labelling: their solutions (with verdicts) "
@@ -125,6 +127,16 @@ class PipelineConfig(_Strict):
     train: TrainStageConfig = TrainStageConfig()
     evaluate: EvaluateStageConfig = EvaluateStageConfig()
     execution: ExecutionStageConfig = ExecutionStageConfig()
+
+    @model_validator(mode="after")
+    def _meta_settings(self) -> PipelineConfig:
+        from dreamprm_code.meta.correction import CorrectionConfig
+
+        try:
+            CorrectionConfig.from_dict({k: v for k, v in self.train.meta.items() if k != "mode"})
+        except UserError as exc:
+            raise ValueError(f"train.{exc.field}: {exc.message}") from None
+        return self
 
     @model_validator(mode="after")
     def _non_empty(self) -> PipelineConfig:

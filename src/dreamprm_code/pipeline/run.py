@@ -301,6 +301,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     # --- train and score each variant -------------------------------------------------------------
     train_settings = config.train.model_dump(mode="json")
     train_settings.pop("variants")
+    fallbacks: dict[str, str] = {}
     for variant in config.train.variants:
         correction, outcome_only = VARIANTS[variant]
         fp_train = fingerprint(fp_label, train_settings, variant)
@@ -316,15 +317,23 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
                 lr=config.train.lr,
                 lora_r=config.train.lora_r,
                 max_length=config.train.max_length,
-                meta_every=config.train.meta_every,
-                meta_lr=config.train.meta_lr,
+                meta={**config.train.meta, "mode": correction},
                 precision=config.train.precision,
                 seed=config.train.seed,
-                correction=correction,
                 outcome_only=outcome_only,
             )
-            train_prm(tc, labels, meta_set=meta_set if correction != "none" else None, eval_set=val_set,
-                      problems=train_problems, progress=show_progress)
+            try:
+                train_prm(tc, labels, meta_set=meta_set if correction != "none" else None, eval_set=val_set,
+                          problems=train_problems, progress=show_progress)
+            except UserError as exc:
+                if exc.field != "meta" or "passing" not in exc.message:
+                    raise
+                # a meta set of one class cannot correct anything: train without, and say so
+                console.print(f"[yellow]{variant}: {exc.message}; trained without correction[/]")
+                fallbacks[variant] = f"{exc.message}; trained without correction"
+                tc.meta = type(tc.meta).from_dict({**tc.meta.to_dict(), "mode": "none"})
+                train_prm(tc, labels, meta_set=None, eval_set=val_set, problems=train_problems,
+                          progress=show_progress)
 
         stages.run_stage(f"train-{variant}", fp_train, train)
 
@@ -364,6 +373,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
             "meta_problems": sorted({s.problem_id for s in meta_set}),
             "validation_problems": sorted({s.problem_id for s in val_set}),
             "labels": len(labels), "train_solutions": len(train_solutions),
+            "correction_fallbacks": fallbacks,
         }
         write_report(
             report, run.report, problems=eval_problems, solutions=eval_solutions, score_sets=score_sets,

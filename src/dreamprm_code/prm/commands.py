@@ -51,9 +51,9 @@ def train_command(
     batch_size: int = typer.Option(4, "--batch-size"),
     max_length: int = typer.Option(1024, "--max-length"),
     loss: str = typer.Option("bce", "--loss", help="bce | mse"),
-    meta_every: int = typer.Option(12, "--meta-every", help="an outer step every M steps"),
-    meta_lr: float = typer.Option(0.1, "--meta-lr"),
-    inner_lr: float = typer.Option(1e-3, "--inner-lr"),
+    meta_refresh: int = typer.Option(4, "--meta-refresh", help="inner steps between refreshes of the meta direction"),
+    meta_lr: float = typer.Option(0.1, "--meta-lr", help="step size of a corrected label per update"),
+    meta_batch_size: int = typer.Option(8, "--meta-batch-size", help="meta-set solutions per refresh"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16"),
     seed: int = typer.Option(0, "--seed"),
     config_file: Path | None = typer.Option(None, "--config", help="JSON of TrainConfig fields (options given here win)"),
@@ -63,11 +63,12 @@ def train_command(
     from dreamprm_code.prm.train import TrainConfig, train_prm
 
     given = {
-        "backbone": backbone, "out": str(out), "correction": correction, "outcome_only": outcome_only,
+        "backbone": backbone, "out": str(out), "outcome_only": outcome_only,
         "lora_r": lora_r, "lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-        "max_length": max_length, "loss": loss, "meta_every": meta_every, "meta_lr": meta_lr,
-        "inner_lr": inner_lr, "precision": precision, "seed": seed,
+        "max_length": max_length, "loss": loss, "precision": precision, "seed": seed,
     }
+    meta_given = {"mode": ("correction", correction), "refresh": ("meta_refresh", meta_refresh),
+                  "meta_lr": ("meta_lr", meta_lr), "batch_size": ("meta_batch_size", meta_batch_size)}
     base: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -76,6 +77,9 @@ def train_command(
             raise UserError(f"cannot read config: {exc}", path=config_file) from None
     ctx = click_context()
     explicit = {k: v for k, v in given.items() if k not in base or _is_explicit(ctx, k)}
+    base_meta = dict(base.pop("meta", None) or {})
+    explicit["meta"] = {**base_meta, **{k: v for k, (opt, v) in meta_given.items()
+                                        if k not in base_meta or _is_explicit(ctx, opt)}}
     config = TrainConfig.from_dict({**base, **explicit})
     probs = load_problems(problems)
     train_labels = load_step_labels(labels)
