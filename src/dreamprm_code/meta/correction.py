@@ -379,8 +379,8 @@ class Correction:
         if self.mode == "none":
             return {}
         ids = _ids_of(batch)
-        if features is not None and self.config.sweep:
-            self._cache(ids, features, z)
+        if features is not None:
+            self.observe(batch, features, z)
         if self._v is None:
             return {}
         t0 = time.perf_counter()
@@ -447,7 +447,16 @@ class Correction:
         self._record()
         return log
 
-    def _cache(self, ids: Tensor, features: Tensor, z: Tensor) -> None:
+    @property
+    def needs_features(self) -> bool:
+        """Whether the sweep still lacks the step features of some learnable label."""
+        return self.mode != "none" and self.config.sweep and not bool((self._seen | self.fixed).all())
+
+    def observe(self, batch: Any, features: Tensor, z: Tensor) -> None:
+        """Cache the step features the head read (and its logits) for the sweep."""
+        if not self.config.sweep or self.mode == "none":
+            return
+        ids = _ids_of(batch)
         mask = ids >= 0
         if not bool(mask.any()):
             return

@@ -333,6 +333,8 @@ def train_prm(
     optimizer = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     step, epoch, skip = _resume(out, config, prm, optimizer, scheduler, correction)
+    if getattr(correction, "needs_features", False):
+        _observe_all(prm, train_ex, correction, config, accelerator.device)
     model, _ = accelerator.prepare(prm, optimizer)
     atomic_write_json(out / "train_config.json", config.to_dict())
     rank = accelerator.process_index
@@ -400,6 +402,20 @@ def train_prm(
         save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
     log.close()
     return out
+
+
+def _observe_all(prm: ProcessRewardModel, examples: Sequence[Example], correction: Any, config: TrainConfig,
+                 device: torch.device) -> None:
+    """One forward pass without a graph over the training set, so that the sweep moves every
+    label from the first refresh on (not only those of batches already trained)."""
+    order = sorted(examples, key=lambda e: len(e.input_ids))  # little padding
+    prm.eval()
+    with torch.no_grad():
+        for lo in range(0, len(order), config.batch_size):
+            batch = collate(order[lo : lo + config.batch_size], prm.pad_id).to(device)
+            z, features = prm(batch, with_features=True)
+            correction.observe(batch, features, z)
+    prm.train()
 
 
 def _resume(out: Path, config: TrainConfig, prm: ProcessRewardModel, optimizer: torch.optim.Optimizer,
