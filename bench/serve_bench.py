@@ -133,7 +133,8 @@ def main() -> None:
         print(f"{name:<22}" + "".join(f"{r[c]:>12.2f}" if isinstance(r[c], float) else f"{r[c]:>12}" for c in cols))
     base = phases["single (baseline)"]["cps"]
     for name, r in phases.items():
-        print(f"candidates/s vs baseline, {name}: {r['cps'] / base:.2f}x" if base else "")
+        if base:
+            print(f"candidates/s vs baseline, {name}: {r['cps'] / base:.2f}x")
 
 
 if __name__ == "__main__":
