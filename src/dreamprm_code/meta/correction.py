@@ -85,7 +85,7 @@ class CorrectionConfig:
     agreeing updates carry a label across 0.5 (docs/label-correction.md).
     """
 
-    mode: Mode = _opt("labels", "labels | weights | none: what the meta objective moves", flag="--correction")
+    mode: Mode = _opt("labels", "labels, weights or none: what the meta objective moves", flag="--correction")
     meta_lr: float = _opt(0.1, "step size of a label (in [0, 1] units) or of a weight's logit per update")
     refresh: int = _opt(4, "inner steps between refreshes of the meta direction v (one meta batch each)")
     batch_size: int = _opt(8, "meta-set solutions per refresh")
