@@ -319,6 +319,11 @@ def train_prm(
     init_labels = torch.tensor([lab.mc_value for lab in labels], dtype=torch.float32)
     correction = make_correction_for(config, init_labels, has_meta=bool(meta_ex))
     meta_stream = cycle_batches(meta_ex, config.meta_batch_size, prm.pad_id, config.seed) if meta_ex else None
+    data_info = {  # for the model card
+        "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
+        "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
+        "meta-set solutions": len(meta_set or []),
+    }
 
     # --- optimizer, resume ---------------------------------------------------------------------
     params = [p for _, p in prm.trainable_parameters()]
@@ -409,12 +414,12 @@ def train_prm(
                     log.append({"step": step, "epoch": epoch - 1, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
                 checkpoint(epoch, 0)
                 if accelerator.is_main_process:
-                    save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
+                    save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
                 continue
             checkpoint(epoch, seen)
     if val_ex and config.eval_each_epoch and not any(r.get("step") == step and "val_steps" in r for r in log.records):
         log.append({"step": step, "epoch": epoch, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
     if accelerator.is_main_process:
-        save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
+        save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
     log.close()
     return out
