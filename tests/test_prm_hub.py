@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -180,3 +181,41 @@ def test_export_command_converts_and_merges(backbone, tmp_path):
     assert _flat(_our_scores(merged)) == pytest.approx(_flat(_our_scores(ckpt)), abs=1e-5)
     res = CliRunner().invoke(app, ["export-prm", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert isinstance(res.exception, UserError) and "not a PRM checkpoint" in str(res.exception)
+
+
+def test_embedded_lora_loads_by_hub_id_from_a_hub_cache(tmp_path, monkeypatch):
+    """The adapter names HuggingFaceTB/SmolLM2-135M-Instruct; with that id in the (offline) hub
+    cache, AutoPeftModelForTokenClassification needs nothing else and scores as we do."""
+    from peft import AutoPeftModelForTokenClassification
+
+    from dreamprm_code.embedded import resolve_model
+
+    try:
+        local = resolve_model("embedded:smollm2-135m-instruct")
+    except UserError as exc:
+        pytest.skip(str(exc))
+    prm, tok = build_prm("embedded:smollm2-135m-instruct", lora_r=2)
+    prm.attach_format(tok, 256)
+    prm.spec = {"backbone": "embedded:smollm2-135m-instruct", "backbone_path": str(local)}
+    with torch.no_grad():  # a non-trivial adapter, as after training
+        for name, p in prm.backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    ckpt = save_prm(prm, tmp_path / "ckpt")
+    adapter = json.loads((ckpt / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert json.loads((ckpt / "prm.json").read_text())["backbone_path"] == str(local)
+    card = (ckpt / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "Q4_1" in card
+    snap = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(local, snap / "snapshots" / ("0" * 40))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import, so patch the values
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # the conversion is stored in bf16 and transformers loads it as stored; the PRM ran in fp32
+    model = AutoPeftModelForTokenClassification.from_pretrained(ckpt, dtype=torch.float32)
+    ours, theirs = _our_scores(ckpt), _hf_scores(model, ckpt)
+    assert _flat(ours) == pytest.approx(_flat(theirs), abs=1e-4)

@@ -212,7 +212,9 @@ def model_card(out: Path, meta: dict[str, Any]) -> str:
             "```python",
             ("from peft import AutoPeftModelForTokenClassification" if lora
              else "from transformers import AutoModelForTokenClassification"),
-            f"model = {cls}.from_pretrained(PATH)",
+            f"model = {cls}.from_pretrained(PATH"
+            + (", dtype=torch.float32)  # trained in fp32; the base may be stored in bf16" if lora and
+               meta.get("precision", "fp32") == "fp32" else ")"),
             "```", "",
             "or, with the same input formatting as training: `dreamprm-code score --prm PATH ...`.",
         ]
