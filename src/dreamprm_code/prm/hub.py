@@ -210,7 +210,7 @@ def model_card(out: Path, meta: dict[str, Any]) -> str:
             "The step score is `softmax(logits, -1)[..., 1]` read at the last token of each step, with the input "
             f"built by dreamprm-code's template (format version {meta.get('format_version')}):", "",
             "```python",
-            ("from peft import AutoPeftModelForTokenClassification" if lora
+            ("import torch\nfrom peft import AutoPeftModelForTokenClassification" if lora
              else "from transformers import AutoModelForTokenClassification"),
             f"model = {cls}.from_pretrained(PATH"
             + (", dtype=torch.float32)  # trained in fp32; the base may be stored in bf16" if lora and
