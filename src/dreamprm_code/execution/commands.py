@@ -63,7 +63,10 @@ def execute_solutions(
 
 
 def lcb_eval_all(problems: list[Problem], solutions: list[Solution]) -> list[dict]:
-    """LiveCodeBench's ``*_eval_all.json`` layout: one record per problem with its candidates."""
+    """LiveCodeBench's ``*_eval_all.json`` layout: one record per problem with its candidates;
+    ``contest_date`` is full ISO, :data:`~dreamprm_code.data.livecodebench.PLACEHOLDER_DATE` when unknown."""
+    from dreamprm_code.data.livecodebench import contest_date
+
     groups: dict[str, list[Solution]] = {}
     for s in solutions:
         groups.setdefault(s.problem_id, []).append(s)
@@ -79,7 +82,7 @@ def lcb_eval_all(problems: list[Problem], solutions: list[Solution]) -> list[dic
             "question_content": p.statement,
             "platform": p.platform,
             "difficulty": p.difficulty,
-            "contest_date": p.date,
+            "contest_date": contest_date(p),
             "starter_code": p.starter_code,
             "code_list": [s.code for s in sols],
             "output_list": [s.raw if s.raw is not None else s.code for s in sols],

@@ -149,6 +149,26 @@ def score_command(
     console.print(f"step scores: {out}")
 
 
+def export_command(
+    prm: Path = typer.Argument(..., help="PRM checkpoint directory"),
+    out: Path = typer.Option(..., "--out", help="directory to write the checkpoint to"),
+    merge: bool = typer.Option(False, "--merge", help="fold LoRA adapters into full weights (no base model needed)"),
+) -> None:
+    """Rewrite a checkpoint in the current layout (AutoModelForTokenClassification / AutoPeftModel
+    load it); converts checkpoints from older versions, and with --merge writes full weights."""
+    from dreamprm_code.prm.checkpoint import load_prm, read_meta, save_prm
+
+    meta = read_meta(prm)
+    model = load_prm(prm, merge=merge)
+    keep = {k: meta[k] for k in ("train", "data", "epochs_done", "steps") if k in meta}
+    if (prm / "train_log.jsonl").exists() and prm.resolve() != out.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_log.jsonl").write_bytes((prm / "train_log.jsonl").read_bytes())
+    path = save_prm(model, out, keep)
+    console.print(f"checkpoint ({json.loads((path / 'prm.json').read_text())['layout']} layout): {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("score")(score_command)
+    app.command("export-prm")(export_command)

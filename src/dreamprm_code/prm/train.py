@@ -331,6 +331,11 @@ def train_prm(
     meta_ex = examples_from_solutions(meta_set, fmt, pmap, final_only=True, with_verdicts=True) if meta_set else []
     correction = make_correction_for(config, labels, meta_ex, prm.pad_id)
     optimizer = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.lr, weight_decay=config.weight_decay)
+    data_info = {  # for the model card
+        "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
+        "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
+        "meta-set solutions": len(meta_set or []),
+    }
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     step, epoch, skip = _resume(out, config, prm, optimizer, scheduler, correction)
     if getattr(correction, "needs_features", False):
@@ -360,7 +365,7 @@ def train_prm(
             log.append({"step": step, "epoch": epoch - 1, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
         checkpoint(epoch, 0)
         if accelerator.is_main_process:
-            save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
+            save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
 
     # --- the loop ------------------------------------------------------------------------------
     lengths = [len(e.input_ids) for e in train_ex]
@@ -399,7 +404,7 @@ def train_prm(
     if val_ex and config.eval_each_epoch and not any(r.get("step") == step and "val_steps" in r for r in log.records):
         log.append({"step": step, "epoch": epoch, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
     if accelerator.is_main_process:
-        save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
+        save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
     log.close()
     return out
 
