@@ -218,6 +218,7 @@ class CgroupBound(TreeBound):
         self._events: list[int] = []  # per slot: memory.events (v2) / memory.oom_control (v1)
         self._base = 0
         self._seen: list[int] = []
+        self._lock = threading.Lock()
         try:
             for ctrl, dirs in self.dirs.items():
                 for slot, d in enumerate(dirs):
@@ -238,14 +239,7 @@ class CgroupBound(TreeBound):
         _Monitor.add(self)
 
     def check(self) -> None:
-        """The monitor's look (every 50 ms): a slot with a new OOM kill has the rest of its
-        tree killed now (cgroup v1 kills one process; v2's ``memory.oom.group`` all of them)."""
-        for slot, fd in enumerate(self._events):
-            n = self._slot_kills(fd)
-            if n != self._seen[slot]:
-                self._seen[slot] = n
-                for dirs in self.dirs.values():
-                    _kill_cgroup(dirs[slot])
+        self.kills()
 
     @staticmethod
     def _slot_kills(fd: int) -> int:
@@ -286,7 +280,18 @@ class CgroupBound(TreeBound):
         self.limits = (memory_bytes, processes)
 
     def kills(self) -> int:
-        return sum(self._slot_kills(fd) for fd in self._events) - self._base
+        """Also acts on what it finds: a slot with a new OOM kill has the rest of its tree
+        killed now (v1 kills one process, v2's ``memory.oom.group`` all of them). The first
+        to look (the host after each test, before each candidate, or the monitor every 50 ms)
+        takes it, so a kill is always done while the tree that caused it is the slot's."""
+        with self._lock:
+            for slot, fd in enumerate(self._events):
+                n = self._slot_kills(fd)
+                if n != self._seen[slot]:
+                    self._seen[slot] = n
+                    for dirs in self.dirs.values():
+                        _kill_cgroup(dirs[slot])
+            return sum(self._seen) - self._base
 
     def close(self) -> None:
         _Monitor.remove(self)
@@ -490,8 +495,8 @@ def make_bound(mode: str) -> TreeBound:
 def describe(mode: str) -> str:
     """How the bound reads in the executor's start-up line."""
     return {
-        "cgroup2": "cgroup v2 (memory.max + pids.max per candidate tree)",
-        "cgroup1": "cgroup v1 (memory + pids controllers per candidate tree)",
+        "cgroup2": "cgroup2 (memory.max + pids.max per candidate tree)",
+        "cgroup1": "cgroup1 (v1 memory + pids controllers per candidate tree)",
         "watchdog": "watchdog (sums the tree's memory from /proc every 50 ms)",
         "off": "off (per-process limits only)",
     }[mode]
