@@ -34,7 +34,6 @@ import os
 import signal
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -130,14 +129,6 @@ def _kill_cgroup(path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-
-@dataclass
-class _Hierarchy:
-    """Where one kind of cgroup is made: ``parent`` directory, and the v1 controller or v2."""
-
-    parent: Path
-    controller: str  # "memory" / "pids" (v1), or "" (v2: both in one)
 
 
 def _v2_parent() -> tuple[Path | None, str]:
