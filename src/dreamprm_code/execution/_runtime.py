@@ -508,6 +508,9 @@ class _Worker:
         self.session: _Proc | None = None
         self.seq = 0
         self.cand_uid = config.get("cand_uid")
+        # Per slot, the host's descriptors of the cgroup(s) bounding a candidate's whole tree
+        # (``cgroup.procs``; see the host's ``bound.py``): the candidate writes itself in.
+        self.cgroup_fds: list[list[int]] = [[int(fd) for fd in fds] for fds in config.get("cgroup_fds") or []]
         self.fast = self._fast_possible()
         self.pid_ns = self.fast or (config.get("pid_ns", True) is not False and self._probe_namespaces())
         self.prelude = _prelude_template()
@@ -590,6 +593,7 @@ class _Worker:
         if pid == 0:
 
             def setup() -> None:
+                self._join_cgroup(self.seq % 2)
                 self._drop_privileges(uid)
                 os.mkdir(workdir, 0o700)
                 self._enter_candidate(rlimits, fds, workdir, new_session=False, env_ready=True)
@@ -611,6 +615,7 @@ class _Worker:
                 import tempfile
 
                 os.close(status_r)
+                self._join_cgroup(0)  # A and B: A waits for B, which ends before A reports
                 self._drop_privileges()
                 # Created and removed by A, which has the candidate's uid: no privileges needed.
                 workdir = tempfile.mkdtemp(prefix="cand-", dir=self.tmp_root)
@@ -645,6 +650,13 @@ class _Worker:
         except (TimeoutError, FrameError):
             pid_b = -1
         return _ShimProc(self, pid_a, pid_b, status_r)
+
+    def _join_cgroup(self, slot: int) -> None:
+        """In a fresh fork, before anything else: move into the slot's cgroup(s), so that all
+        it starts is born inside. A failure fails the candidate's set-up (never runs unbound)."""
+        if self.cgroup_fds:
+            for fd in self.cgroup_fds[slot % len(self.cgroup_fds)]:
+                os.write(fd, b"0")
 
     def _rlimits(self, limits: dict) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
         """The candidate's resource limits, worked out in the worker (whose own limits the

@@ -26,6 +26,7 @@ def execute_solutions(
     sandbox: str = "auto",
     cache_dir: str | Path | None = None,
     fmt: str = "ours",
+    memory_bound: str = "auto",
     progress: bool = True,
 ) -> list[Solution]:
     """Grade every solution and append it, with ``verdict``/``result`` filled, to ``out``.
@@ -44,7 +45,8 @@ def execute_solutions(
     graded = {r["id"]: Solution.from_dict(r) for r in log.records}
     todo = [s for s in solutions if s.id not in log.done]
     try:
-        with Executor(limits, workers=workers, cache_dir=cache_dir, sandbox=sandbox) as ex:  # type: ignore[arg-type]
+        with Executor(limits, workers=workers, cache_dir=cache_dir, sandbox=sandbox,  # type: ignore[arg-type]
+                      memory_bound=memory_bound) as ex:  # type: ignore[arg-type]
 
             def write(i: int, res: ExecResult) -> None:
                 sol = todo[i]
@@ -132,11 +134,16 @@ def execute_command(
     fmt: str = typer.Option("ours", "--format", help="ours, or lcb to also write LiveCodeBench's _eval_all JSON"),
     workers: int | None = typer.Option(None, "--workers", help="parallel sandboxed workers (default: CPU count)"),
     timeout: float = typer.Option(6.0, "--timeout", help="seconds per test (wall clock)"),
-    memory_mb: int = typer.Option(2048, "--memory-mb", help="address-space limit per candidate"),
+    memory_mb: int = typer.Option(2048, "--memory-mb", help="address-space limit per process of a candidate"),
+    tree_memory_mb: int | None = typer.Option(None, "--tree-memory-mb",
+                                              help="memory limit of a candidate's whole process tree (default: --memory-mb)"),
+    memory_bound: str = typer.Option("auto", "--memory-bound",
+                                     help="tree bound: auto, cgroup2, cgroup1, watchdog (/proc, 50 ms) or off"),
     all_tests: bool = typer.Option(False, "--all-tests", help="run every test instead of stopping at the first failure"),
     strict_wall_clock: bool = typer.Option(False, "--strict-wall-clock",
                                            help="time limits on the wall clock alone (LCB), no CPU grace on a loaded machine"),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, bwrap, or rlimits (no file-system isolation)"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, bwrap, or rlimits (no file-system isolation); "
+                                "each with the tree bound of --memory-bound"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="result cache shared across runs"),
 ) -> None:
     """Run candidate solutions against their problems' tests in the sandbox and record verdicts."""
@@ -144,10 +151,10 @@ def execute_command(
 
     probs = load_problems(problems)
     sols = load_solutions(solutions, problems=probs)
-    limits = Limits(timeout=timeout, memory_mb=memory_mb, stop_at_first_failure=not all_tests,
+    limits = Limits(timeout=timeout, memory_mb=memory_mb, tree_memory_mb=tree_memory_mb, stop_at_first_failure=not all_tests,
                     cpu_grace=not strict_wall_clock)
     graded = execute_solutions(probs, sols, out, limits=limits, workers=workers, sandbox=sandbox,
-                               cache_dir=cache_dir, fmt=fmt)
+                               cache_dir=cache_dir, fmt=fmt, memory_bound=memory_bound)
     console = Console()
     console.print(summary_table(graded))
     console.print(f"wrote {len(graded)} graded solutions to {out}" + (f" and {out}.lcb.json" if fmt == "lcb" else ""))

@@ -29,9 +29,10 @@ from typing import Any
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution import _runtime
+from dreamprm_code.execution.bound import BoundMode, describe, detect_bound
 from dreamprm_code.execution.sandbox import SandboxMode, SandboxWorker, WorkerDied, detect_sandbox
 from dreamprm_code.io import JsonlAppender
-from dreamprm_code.progress import make_progress
+from dreamprm_code.progress import console, make_progress
 from dreamprm_code.records import (
     COMPILE_ERROR,
     MEMORY_LIMIT,
@@ -46,7 +47,7 @@ from dreamprm_code.records import (
 )
 
 #: Bump when verdict rules change, so cached results from older rules are not reused.
-RULES_VERSION = "2"
+RULES_VERSION = "3"
 TRIM = 400
 MARGIN = 5.0  # seconds the host waits beyond a limit before it declares the worker stuck
 
@@ -56,8 +57,11 @@ class Limits:
     """Resource limits for one program; the defaults follow LiveCodeBench (6 s per test).
 
     ``cpu_time`` defaults to the wall timeout plus one second (a backstop: the wall clock is
-    enforced from outside). ``memory_mb`` caps the address space (RLIMIT_AS and RLIMIT_DATA),
-    ``processes`` the number of processes, ``file_size_mb`` any file written, ``output_mb``
+    enforced from outside). ``memory_mb`` caps each process's address space (RLIMIT_AS and
+    RLIMIT_DATA); ``tree_memory_mb`` (default: ``memory_mb``) the memory of the candidate's
+    whole process tree, where the executor has a tree bound (cgroup v2, cgroup v1 or the
+    watchdog: see :mod:`~dreamprm_code.execution.bound`); ``processes`` the number of
+    processes (and threads), ``file_size_mb`` any file written, ``output_mb``
     what is read from the program's stdout. ``lcb_prelude`` runs LiveCodeBench's import
     block before the code, as its grader does. ``cpu_grace``: past the wall limit, a test
     that got less CPU than the limit (a loaded machine) may run on until it has used it, up
@@ -67,6 +71,7 @@ class Limits:
     timeout: float = 6.0
     cpu_time: float | None = None
     memory_mb: int = 2048
+    tree_memory_mb: int | None = None
     processes: int = 32
     file_size_mb: int = 64
     output_mb: float = 32.0
@@ -78,12 +83,15 @@ class Limits:
         for name in ("timeout", "memory_mb", "processes", "file_size_mb", "output_mb"):
             if not getattr(self, name) > 0:
                 raise UserError(f"must be positive, got {getattr(self, name)!r}", field=f"limits.{name}")
+        if self.tree_memory_mb is not None and not self.tree_memory_mb > 0:
+            raise UserError(f"must be positive, got {self.tree_memory_mb!r}", field="limits.tree_memory_mb")
 
     def wire(self) -> dict[str, Any]:
         """The form the sandbox worker reads."""
         cpu = self.cpu_time if self.cpu_time is not None else self.timeout + 1
         return {
             "timeout": float(self.timeout), "cpu_time": float(cpu), "memory_mb": int(self.memory_mb),
+            "tree_memory_mb": int(self.tree_memory_mb or self.memory_mb),
             "processes": int(self.processes), "file_size_mb": int(self.file_size_mb),
             "output_bytes": int(self.output_mb * 1024 * 1024), "lcb_prelude": bool(self.lcb_prelude),
             "grace": bool(self.cpu_grace),
@@ -686,6 +694,7 @@ def _run_tests_once(worker: SandboxWorker, problem: Problem, code: str, tests: l
     canon: list[str] = []
     session: _Session | None = None
     verdict = PASS
+    killed = worker.memory_kills()  # kills of the tree bound so far: any new one is this candidate's
     try:
         for test in tests:
             if test.kind == "stdin":
@@ -700,6 +709,7 @@ def _run_tests_once(worker: SandboxWorker, problem: Problem, code: str, tests: l
                     session = _Session(worker, code, problem.setup_code, limits, n_calls, ahead)
                     if not session.alive:
                         out = _open_failure(session.open_reply)
+                        out, killed = _tree_memory(worker, killed, out, session)
                         results.append(out.result)
                         canon.append(out.canonical)
                         if out.result.status == COMPILE_ERROR or (compare and limits.stop_at_first_failure):
@@ -711,6 +721,7 @@ def _run_tests_once(worker: SandboxWorker, problem: Problem, code: str, tests: l
                     out = _assert_test(session, problem, test, limits, plan, canonical=not compare)
             else:
                 raise UserError(f"unknown test kind {test.kind!r}", field="tests.kind")
+            out, killed = _tree_memory(worker, killed, out, session)
             results.append(out.result)
             canon.append(out.canonical)
             if out.result.status == COMPILE_ERROR:
@@ -728,6 +739,18 @@ def _run_tests_once(worker: SandboxWorker, problem: Problem, code: str, tests: l
     if verdict == PASS and len(results) < len(tests):
         verdict = RUNTIME_ERROR
     return ExecResult(verdict, passed, len(tests), results, time.monotonic() - start), canon
+
+
+def _tree_memory(worker: SandboxWorker, killed: int, out: _Outcome, session: _Session | None) -> tuple[_Outcome, int]:
+    """A test during which the tree bound killed (part of) the candidate for memory is a
+    ``memory_limit``, however the rest of it ended; what is left of it is killed now."""
+    now = worker.memory_kills()
+    if now == killed:
+        return out, killed
+    if session is not None and session.alive:
+        session.close()
+    t = out.result.time
+    return _Outcome(TestResult(MEMORY_LIMIT, t, error="memory limit of the process tree exceeded"), "<memory_limit>"), now
 
 
 def _open_failure(reply: dict) -> _Outcome:
@@ -761,20 +784,28 @@ def cache_key(problem: Problem, code: str, limits: Limits, tests: Iterable[TestC
     return hashlib.sha256(blob).hexdigest()
 
 
+_ANNOUNCED: set[str] = set()  # start-up lines printed by this process (once each)
+_ANNOUNCED_LOCK = threading.Lock()
+
+
 class Executor:
     """Runs many programs in parallel on persistent sandboxed workers, with a result cache.
 
     ``workers`` defaults to the CPU count; ``cache_dir`` holds ``exec-cache.jsonl``, an
     append-only log keyed by :func:`cache_key`, so a re-run is free and a killed run resumes;
     ``sandbox`` is ``auto`` (bwrap when usable, else rlimits with a loud warning), ``bwrap``
-    or ``rlimits``.
+    or ``rlimits``; ``memory_bound`` bounds each candidate's whole process tree
+    (``Limits.tree_memory_mb``): ``auto`` (cgroup2, else cgroup1, else watchdog), one of
+    those, or ``off``.
     """
 
     def __init__(self, limits: Limits | None = None, workers: int | None = None, cache_dir: str | Path | None = None,
-                 sandbox: SandboxMode = "auto") -> None:
+                 sandbox: SandboxMode = "auto", memory_bound: BoundMode = "auto") -> None:
         self.limits = limits or Limits()
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self.mode = detect_sandbox(sandbox)
+        self.bound, self.bound_reason = detect_bound(memory_bound)
+        self._announce()
         self._pool: queue.SimpleQueue[SandboxWorker] = queue.SimpleQueue()
         self._all: list[SandboxWorker] = []
         self._lock = threading.Lock()
@@ -788,12 +819,29 @@ class Executor:
                 except (KeyError, TypeError):
                     continue
 
+    def describe(self) -> str:
+        """The start-up line: isolation, and the bound of each candidate's process tree."""
+        lim = self.limits
+        tree = f", {lim.tree_memory_mb or lim.memory_mb} MiB and {lim.processes} processes per tree" \
+            if self.bound != "off" else ""
+        why = f" [not taken: {self.bound_reason}]" if self.bound_reason else ""
+        return (f"sandbox: {self.mode}, {lim.memory_mb} MiB address space per process; "
+                f"memory bound: {describe(self.bound)}{tree}{why}")
+
+    def _announce(self) -> None:
+        line = self.describe()
+        with _ANNOUNCED_LOCK:
+            if line in _ANNOUNCED:
+                return
+            _ANNOUNCED.add(line)
+        console.print(line, highlight=False, markup=False)
+
     # -- workers ---------------------------------------------------------------------------------
     def _take(self) -> SandboxWorker:
         try:
             return self._pool.get_nowait()
         except queue.Empty:
-            worker = SandboxWorker(self.mode)
+            worker = SandboxWorker(self.mode, self.bound)
             with self._lock:
                 self._all.append(worker)
             return worker
@@ -810,7 +858,7 @@ class Executor:
         or a timed run then pays the workers' start (~0.1 s each) before its first candidate."""
         with self._lock:
             missing = self.workers - len(self._all)
-        fresh = [SandboxWorker(self.mode) for _ in range(max(0, missing))]
+        fresh = [SandboxWorker(self.mode, self.bound) for _ in range(max(0, missing))]
         with ThreadPoolExecutor(max_workers=max(1, len(fresh))) as pool:
             list(pool.map(lambda w: w.start(), fresh))
         with self._lock:
@@ -822,7 +870,7 @@ class Executor:
         """Stop every worker and close the cache log."""
         with self._lock:
             for w in self._all:
-                w.kill()
+                w.close()
             self._all.clear()
         if self._log is not None:
             self._log.close()

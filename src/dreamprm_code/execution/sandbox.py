@@ -38,6 +38,7 @@ from typing import Literal
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution import _runtime
+from dreamprm_code.execution.bound import TreeBound, make_bound
 from dreamprm_code.progress import console
 
 SandboxMode = Literal["auto", "bwrap", "rlimits"]
@@ -145,10 +146,13 @@ def _spawner() -> ThreadPoolExecutor:
 class SandboxWorker:
     """One persistent sandboxed worker process; requests are answered one at a time."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, bound: str = "off") -> None:
+        """``bound``: the tree bound (:func:`~dreamprm_code.execution.bound.detect_bound`)."""
         if mode not in ("bwrap", "rlimits"):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode
+        self.bound_mode = bound
+        self.bound: TreeBound | None = None
         self.proc: subprocess.Popen | None = None
         self.info: SandboxInfo | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -159,17 +163,19 @@ class SandboxWorker:
     def start(self, timeout: float = 120.0) -> SandboxInfo:
         """Start the worker and wait for its hello (interpreter warm, namespaces probed)."""
         self.kill()
+        cg_fds = self._tree_bound().procs_fds()
         drop = NOBODY if os.geteuid() == 0 else None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the worker)
         if self.mode == "bwrap":
             config = {"tmp_root": "/tmp", "drop_uid": drop, "unshare_net": False}
             if drop is not None:  # privileged bwrap: one fork per candidate, under a uid of its own
                 config.update(fast=True, cand_uid=_candidate_uid())
+            config["cgroup_fds"] = cg_fds
             cmd, env, cwd = bwrap_command(config), {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="dreamprm-sandbox-")
             root = self._tmp.name
-            config = {"tmp_root": root, "drop_uid": drop, "unshare_net": True}
+            config = {"tmp_root": root, "drop_uid": drop, "unshare_net": True, "cgroup_fds": cg_fds}
             exe, _ = _python()
             cmd = [exe, "-I", "-B", str(RUNTIME_PATH), json.dumps(config)]
             env, cwd = {"LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}, root
@@ -184,6 +190,7 @@ class SandboxWorker:
             self.proc = _spawner().submit(
                 subprocess.Popen, cmd, stdin=theirs, stdout=theirs, stderr=stderr,
                 env=env, cwd=cwd, start_new_session=True, close_fds=True,
+                pass_fds=[fd for fds in cg_fds for fd in fds],
             ).result()
         finally:
             theirs.close()
@@ -196,7 +203,18 @@ class SandboxWorker:
             raise WorkerDied(f"sandbox worker ({self.mode}) did not start: {exc}; {detail}") from None
         self.info = SandboxInfo(self.mode, bool(hello.get("pid_ns")), int(hello.get("uid", -1)),
                                 str(hello.get("python", "")), bool(hello.get("fast")))
+        self._tree_bound().attach(self.proc.pid)
         return self.info
+
+    def _tree_bound(self) -> TreeBound:
+        """Made once per worker slot and kept across restarts (its limits written once)."""
+        if self.bound is None:
+            self.bound = make_bound(self.bound_mode)
+        return self.bound
+
+    def memory_kills(self) -> int:
+        """How many candidate trees the tree bound has killed for memory on this worker so far."""
+        return self.bound.kills() if self.bound is not None else 0
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:
@@ -234,6 +252,10 @@ class SandboxWorker:
 
     def request_fds(self, msg: dict, timeout: float) -> tuple[dict, list[int]]:
         """Send one request and wait for its answer and any file descriptors sent with it."""
+        limits = msg.get("limits")
+        if limits is not None:  # before the candidate is forked; a write only when they change
+            # pids.max: the candidate's processes and threads, + 1 for the namespace shim
+            self._tree_bound().set_limits(int(limits["tree_memory_mb"]) << 20, int(limits["processes"]) + 1)
         self._send(msg)
         return self._read(time.monotonic() + timeout)
 
@@ -271,7 +293,12 @@ class SandboxWorker:
             self._tmp.cleanup()
             self._tmp = None
 
-    close = kill
+    def close(self) -> None:
+        """Kill the worker and remove its tree bound (cgroups) for good."""
+        self.kill()
+        if self.bound is not None:
+            self.bound.close()
+            self.bound = None
 
 
 _DETECTED: dict[str, SandboxInfo] = {}
@@ -298,7 +325,7 @@ def detect_sandbox(requested: SandboxMode = "auto") -> str:
                 except WorkerDied as exc:
                     reason = str(exc)
                 finally:
-                    worker.kill()
+                    worker.close()
             if reason is not None:
                 if requested == "bwrap":
                     raise UserError(f"sandbox 'bwrap' is not usable: {reason}", field="sandbox")
