@@ -189,9 +189,13 @@ def model_card(out: Path, meta: dict[str, Any]) -> str:
     else:
         lines.append("- not recorded")
     lines += ["", "## Settings", ""]
-    keys = ("lora_r", "lora_alpha", "lr", "epochs", "batch_size", "max_length", "loss", "correction",
+    keys = ("lora_r", "lora_alpha", "lr", "epochs", "batch_size", "max_length", "loss",
             "outcome_only", "precision", "head_hidden", "seed")
     lines += [f"- `{k}`: {train[k]}" for k in keys if k in train]
+    meta_cfg = train.get("meta") or {}
+    if meta_cfg:
+        lines.append(f"- label correction: `{meta_cfg.get('mode')}` (" + ", ".join(
+            f"{k} {meta_cfg[k]}" for k in ("refresh", "meta_lr", "batch_size") if k in meta_cfg) + ")")
     lines += [f"- steps trained: {meta.get('steps', '?')}, epochs done: {meta.get('epochs_done', '?')}", ""]
     lines += ["## Held-out results", ""]
     if val:
