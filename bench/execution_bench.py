@@ -102,8 +102,8 @@ def throughput(n: int, workers: int, bounds: str = "auto") -> None:
 
 def breakdown(items: list[tuple], reps: int = 30) -> None:
     """Where a candidate's time goes, on one warm worker: the sandbox round trips."""
-    from dreamprm_code.execution.runner import _Session
     from dreamprm_code.execution.sandbox import SandboxWorker
+    from dreamprm_code.execution.verdicts import _Session
 
     limits = Limits()
     wire = limits.wire()

@@ -40,8 +40,8 @@ import psutil
 
 from dreamprm_code.data import load_solutions
 from dreamprm_code.execution import Executor, Limits
-from dreamprm_code.execution._runtime import LCB_PRELUDE, compare_stdout
-from dreamprm_code.execution.runner import expected_text
+from dreamprm_code.execution.verdicts import expected_text
+from dreamprm_code.execution.worker.process import LCB_PRELUDE, compare_stdout
 from dreamprm_code.io import atomic_write_json
 from execution_agreement import pool_sets
 from execution_bench import program

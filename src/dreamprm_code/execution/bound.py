@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import _runtime
+from dreamprm_code.execution.worker import process as _runtime
 
 BoundMode = Literal["auto", "cgroup2", "cgroup1", "watchdog", "off"]
 BOUND_MODES = ("auto", "cgroup2", "cgroup1", "watchdog", "off")

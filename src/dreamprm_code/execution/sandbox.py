@@ -8,7 +8,7 @@ keeps only CAP_SETUID/CAP_SETGID/CAP_KILL, which it uses to run each candidate u
 unprivileged uid and to kill what it leaves; run as a normal user, bwrap builds a user
 namespace instead. As root, each worker's candidates run under
 a uid of their own, forked once from the worker; as a normal user each candidate gets its own
-user + PID namespace (see ``_runtime.py``). Either way killing it kills everything it started.
+user + PID namespace (see ``worker/process.py``). Either way killing it kills everything it started.
 
 Without bwrap the fallback is ``rlimits``: the same worker, resource limits, a private working
 directory, a cleared environment and (when the kernel allows unprivileged user namespaces)
@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Literal
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import _runtime
 from dreamprm_code.execution.bound import TreeBound, make_bound
+from dreamprm_code.execution.worker import process as _runtime
 from dreamprm_code.progress import console
 
 SandboxMode = Literal["auto", "bwrap", "rlimits"]
-RUNTIME_PATH = Path(_runtime.__file__).resolve()
+WORKER_DIR = Path(_runtime.__file__).resolve().parent  # the package shipped into the sandbox
+SANDBOX_WORKER_DIR = "/sandbox/worker"
 NOBODY = 65534
 
 
@@ -112,11 +113,21 @@ def bwrap_command(config: dict) -> list[str]:
     purelib = os.path.realpath(sysconfig.get_paths(vars={"base": prefix, "platbase": prefix})["purelib"])
     if os.path.isdir(purelib) and purelib.startswith(prefix):
         args += ["--tmpfs", purelib]  # the stdlib only: hide the base interpreter's packages
-    args += ["--ro-bind", str(RUNTIME_PATH), "/sandbox/runtime.py"]
+    args += ["--ro-bind", str(WORKER_DIR), SANDBOX_WORKER_DIR]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/sandbox/tmp"]
     args += ["--clearenv", "--setenv", "LANG", "C.UTF-8", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]
-    args += ["--chdir", "/tmp", exe, "-I", "-B", "/sandbox/runtime.py", json.dumps(config)]
+    args += ["--chdir", "/tmp", *worker_command(exe, SANDBOX_WORKER_DIR, config)]
     return args
+
+
+def worker_command(exe: str, package: str, config: dict) -> list[str]:
+    """The interpreter command that runs the worker package found at ``package``.
+
+    ``-I`` puts no script directory on ``sys.path``, so the launcher adds the package's parent
+    for the one import and takes it off again: candidates see the same ``sys.path`` as ever."""
+    launch = (f"import sys; sys.path.insert(0, {str(Path(package).parent)!r}); "
+              "from worker.process import worker_main; del sys.path[0]; worker_main(sys.argv)")
+    return [exe, "-I", "-B", "-c", launch, json.dumps(config)]
 
 
 _SPAWNER: ThreadPoolExecutor | None = None
@@ -128,7 +139,7 @@ def _candidate_uid() -> int:
     """The first of two unprivileged uids (``u``, ``u + 1``) for one worker's candidates, used
     by nothing else on the machine: RLIMIT_NPROC then counts only that worker's candidate
     (privileged bwrap has no user namespace of its own, so a shared uid would share the limit
-    across workers). Candidates alternate between the two (see ``_runtime._Worker``)."""
+    across workers). Candidates alternate between the two (see ``worker.process._Worker``)."""
     return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + ((next(_UIDS) & 0x7FF) << 1)
 
 
@@ -177,7 +188,7 @@ class SandboxWorker:
             root = self._tmp.name
             config = {"tmp_root": root, "drop_uid": drop, "unshare_net": True, "cgroup_fds": cg_fds}
             exe, _ = _python()
-            cmd = [exe, "-I", "-B", str(RUNTIME_PATH), json.dumps(config)]
+            cmd = worker_command(exe, str(WORKER_DIR), config)
             env, cwd = {"LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}, root
         stderr = self._stderr
         # One Unix socket is the worker's stdin and stdout: frames both ways, and file

@@ -28,9 +28,9 @@ from types import CodeType
 from typing import Any
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import _runtime
 from dreamprm_code.execution.bound import BoundMode, describe, detect_bound
 from dreamprm_code.execution.sandbox import SandboxMode, SandboxWorker, WorkerDied, detect_sandbox
+from dreamprm_code.execution.worker import process as _runtime
 from dreamprm_code.io import JsonlAppender
 from dreamprm_code.progress import console, make_progress
 from dreamprm_code.records import (

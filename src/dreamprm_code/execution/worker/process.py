@@ -1394,6 +1394,3 @@ def worker_main(argv: list[str]) -> None:
         if reply is not None:
             write_frame(proto, reply)
 
-
-if __name__ == "__main__":
-    worker_main(sys.argv)
