@@ -41,7 +41,8 @@ import psutil
 from dreamprm_code.data import load_solutions
 from dreamprm_code.execution import Executor, Limits
 from dreamprm_code.execution.verdicts import expected_text
-from dreamprm_code.execution.worker.process import LCB_PRELUDE, compare_stdout
+from dreamprm_code.execution.worker.compare import compare_stdout
+from dreamprm_code.execution.worker.harness import LCB_PRELUDE
 from dreamprm_code.io import atomic_write_json
 from execution_agreement import pool_sets
 from execution_bench import program

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution import Executor, Limits, cache_key, run_program, verdicts
-from dreamprm_code.execution.worker import process as rt
+from dreamprm_code.execution.worker import codec, compare
 from dreamprm_code.records import Problem, TestCase
 
 
@@ -57,14 +57,14 @@ def ex():
     ],
 )
 def test_compare_stdout_follows_livecodebench(actual: str, expected: str, same: bool) -> None:
-    assert rt.compare_stdout(actual, expected) is same
+    assert compare.compare_stdout(actual, expected) is same
 
 
 def test_compare_return_tuple_counts_as_list_at_top_level_only() -> None:
-    assert rt.compare_return((1, 2), [1, 2])
-    assert not rt.compare_return([(1, 2)], [[1, 2]])
-    assert rt.compare_return(1.0, 1)
-    assert not rt.compare_return("1", 1)
+    assert compare.compare_return((1, 2), [1, 2])
+    assert not compare.compare_return([(1, 2)], [[1, 2]])
+    assert compare.compare_return(1.0, 1)
+    assert not compare.compare_return("1", 1)
 
 
 plain = st.recursive(
@@ -79,8 +79,8 @@ plain = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(plain)
 def test_codec_round_trips_exact_types(value: object) -> None:
-    wire = json.loads(json.dumps(rt.encode_value(value)))
-    back = rt.decode_value(wire)
+    wire = json.loads(json.dumps(codec.encode_value(value)))
+    back = codec.decode_value(wire)
     assert back == value
     assert type(back) is type(value)
 
@@ -90,20 +90,20 @@ def test_codec_rejects_objects_and_converts_builtin_subclasses() -> None:
         def __eq__(self, other: object) -> bool:
             return True
 
-    with pytest.raises(rt.NotPlainData):
-        rt.encode_value(Liar())
-    with pytest.raises(rt.NotPlainData):
-        rt.encode_value([1, {"a": Liar()}])
+    with pytest.raises(codec.NotPlainData):
+        codec.encode_value(Liar())
+    with pytest.raises(codec.NotPlainData):
+        codec.encode_value([1, {"a": Liar()}])
 
     class SneakyInt(int):
         def __eq__(self, other: object) -> bool:
             return True
 
-    assert type(rt.encode_value(SneakyInt(4))) is int
-    with pytest.raises(rt.NotPlainData):
-        rt.decode_value({"evil": 1})
-    with pytest.raises(rt.NotPlainData):
-        rt.decode_value({"tuple": 3})
+    assert type(codec.encode_value(SneakyInt(4))) is int
+    with pytest.raises(codec.NotPlainData):
+        codec.decode_value({"evil": 1})
+    with pytest.raises(codec.NotPlainData):
+        codec.decode_value({"tuple": 3})
 
 
 # -- verdicts: stdin ---------------------------------------------------------------------------
@@ -253,8 +253,8 @@ def test_literal_assert_calls_go_ahead_in_one_batch(ex: Executor, monkeypatch) -
     plan = verdicts._planned_calls(test, "add")
     assert [json.loads(text)["args"] for text, _ in plan] == [[1, 2], [-1], [2, 2]]  # up to the loop
     sent = []
-    real, real_ahead = rt.write_frame_by, verdicts._Session._send_ahead
-    monkeypatch.setattr(rt, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
+    real, real_ahead = verdicts.write_frame_by, verdicts._Session._send_ahead
+    monkeypatch.setattr(verdicts, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
     monkeypatch.setattr(verdicts._Session, "_send_ahead",
                         lambda self, plan: (sent.append({"batch": plan}), real_ahead(self, plan)))
     p = assert_problem(test)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution.worker import process as _runtime
+from dreamprm_code.execution.worker.process import descendants
 
 BoundMode = Literal["auto", "cgroup2", "cgroup1", "watchdog", "off"]
 BOUND_MODES = ("auto", "cgroup2", "cgroup1", "watchdog", "off")
@@ -320,11 +320,11 @@ class WatchdogBound(TreeBound):
     def attach(self, root_pid: int) -> None:
         """``root_pid`` and its descendants now (bwrap, the worker) are not the candidate's."""
         self.root = root_pid
-        self.infra = {root_pid, *_runtime._descendants(root_pid)}
+        self.infra = {root_pid, *descendants(root_pid)}
         _Monitor.add(self)
 
     def candidates(self) -> list[int]:
-        return [p for p in _runtime._descendants(self.root) if p not in self.infra] if self.root > 0 else []
+        return [p for p in descendants(self.root) if p not in self.infra] if self.root > 0 else []
 
     def check(self) -> None:
         """One look: cheap resident sizes first (an upper bound: shared pages counted in each),

@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Literal
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.execution import worker as worker_package
 from dreamprm_code.execution.bound import TreeBound, make_bound
-from dreamprm_code.execution.worker import process as _runtime
+from dreamprm_code.execution.worker.wire import FrameError, recv_frame_fds, write_frame
 from dreamprm_code.progress import console
 
 SandboxMode = Literal["auto", "bwrap", "rlimits"]
-WORKER_DIR = Path(_runtime.__file__).resolve().parent  # the package shipped into the sandbox
+WORKER_DIR = Path(worker_package.__file__).resolve().parent  # the package shipped into the sandbox
 SANDBOX_WORKER_DIR = "/sandbox/worker"
 NOBODY = 65534
 
@@ -236,11 +237,11 @@ class SandboxWorker:
     def _read(self, deadline: float) -> tuple[dict, list[int]]:
         assert self.sock is not None
         try:
-            reply, fds = _runtime.recv_frame_fds(self.sock, deadline)
+            reply, fds = recv_frame_fds(self.sock, deadline)
         except TimeoutError:
             self.kill()
             raise WorkerDied("no answer before the deadline", deadline=True) from None
-        except (_runtime.FrameError, OSError) as exc:
+        except (FrameError, OSError) as exc:
             detail = self._stderr_tail()
             self.kill()
             raise WorkerDied(f"{exc}" + (f"; worker stderr: {detail[-500:]}" if detail else "")) from None
@@ -256,7 +257,7 @@ class SandboxWorker:
             self.start()
         assert self.sock is not None
         try:
-            _runtime.write_frame(self.sock.fileno(), msg)
+            write_frame(self.sock.fileno(), msg)
         except OSError as exc:
             self.kill()
             raise WorkerDied(f"cannot write to the worker: {exc}") from None

@@ -30,7 +30,19 @@ from typing import Any
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution.bound import BoundMode, describe, detect_bound
 from dreamprm_code.execution.sandbox import SandboxMode, SandboxWorker, WorkerDied, detect_sandbox
-from dreamprm_code.execution.worker import process as _runtime
+from dreamprm_code.execution.worker.codec import NotPlainData, decode_value, encode_value, to_json_value
+from dreamprm_code.execution.worker.compare import compare_return, compare_stdout, stripped_lines
+from dreamprm_code.execution.worker.harness import LCB_PRELUDE
+from dreamprm_code.execution.worker.process import Budget, classify
+from dreamprm_code.execution.worker.wire import (
+    HEADER,
+    FrameError,
+    decode_body,
+    frame_bytes,
+    frame_size,
+    read_sole_frame,
+    write_frame_by,
+)
 from dreamprm_code.io import JsonlAppender
 from dreamprm_code.progress import console, make_progress
 from dreamprm_code.records import (
@@ -243,7 +255,7 @@ def _planned_calls(code: str, entry: str) -> tuple[tuple[str, dict], ...]:
                 break
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-            wire = {"fn": entry, "args": _runtime.encode_value(args), "kwargs": _runtime.encode_value(kwargs)}
+            wire = {"fn": entry, "args": encode_value(args), "kwargs": encode_value(kwargs)}
             text = json.dumps(wire, ensure_ascii=False)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             break
@@ -284,7 +296,7 @@ def _check_namespace() -> dict[str, Any]:
     with _PRELUDE_LOCK:
         if _PRELUDE_NS is None:
             ns: dict[str, Any] = {"__name__": "__check__", "__builtins__": builtins}
-            prelude = _runtime.LCB_PRELUDE.replace("sys.setrecursionlimit(50000)\n", "")
+            prelude = LCB_PRELUDE.replace("sys.setrecursionlimit(50000)\n", "")
             exec(compile(prelude, "<prelude>", "exec"), ns)
             _PRELUDE_NS = ns
     return dict(_PRELUDE_NS)
@@ -353,7 +365,7 @@ class _Session:
     def _send_ahead(self, plan: tuple[tuple[str, dict], ...]) -> None:
         """Put the batch in the (empty) call pipe now, if it fits in one atomic write (the
         candidate reads it only once loaded); else it goes with the first call as usual."""
-        frame = _runtime.frame_bytes({"batch": [wire for _, wire in plan]})
+        frame = frame_bytes({"batch": [wire for _, wire in plan]})
         if len(frame) > select.PIPE_BUF:
             return
         try:
@@ -378,17 +390,17 @@ class _Session:
             # A reply already here (a batch's) needs no wait, so no clock (/proc) either.
             reply = self._buffered_frame(limit) if self.rbuf is not None and timeout > 0 else None
             if reply is None:
-                budget = _runtime._Budget(self.pid, timeout, self.limits.cpu_grace, self.stat_fd)
+                budget = Budget(self.pid, timeout, self.limits.cpu_grace, self.stat_fd)
                 start, hard = budget.start, budget.hard
                 reply = self._read_buffered(budget, limit) if self.rbuf is not None else self._read_one(budget, limit)
             if not isinstance(reply, dict):
-                raise _runtime.FrameError("reply is not an object")
+                raise FrameError("reply is not an object")
         except TimeoutError:
-            out = _runtime._classify("timeout", self._end(kill=True))
+            out = classify("timeout", self._end(kill=True))
             out["time"] = time.monotonic() - start
             return out
-        except _runtime.FrameError as exc:
-            out = _runtime._classify(None, self._end(kill=False, wait=max(0.0, hard - time.monotonic())))
+        except FrameError as exc:
+            out = classify(None, self._end(kill=False, wait=max(0.0, hard - time.monotonic())))
             if out["status"] == "ok":
                 out = {"status": "crash", "error": f"candidate process ended without a reply ({exc})"}
             out["time"] = time.monotonic() - start
@@ -396,7 +408,7 @@ class _Session:
         reply["time"] = time.monotonic() - start
         return reply
 
-    def _read_one(self, budget: _runtime._Budget, limit: int) -> object:
+    def _read_one(self, budget: Budget, limit: int) -> object:
         """The reply when the pipe carries one frame at a time (no batch sent)."""
         while True:  # wait for the first byte under the budget, then read the frame
             left = budget.left()
@@ -406,24 +418,24 @@ class _Session:
             if self.reply_r in ready:
                 break
             if ready:  # the candidate ended without a byte of reply
-                raise _runtime.FrameError("candidate exited")
-        return _runtime.read_sole_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit, ready=True)
+                raise FrameError("candidate exited")
+        return read_sole_frame(self.reply_r, max(budget.hard, time.monotonic() + 1.0), limit, ready=True)
 
     def _buffered_frame(self, limit: int) -> object:
         """The next whole frame in the buffer, taken out of it; None when it is not all there."""
         buf = self.rbuf
         assert buf is not None
-        head = _runtime.HEADER
+        head = HEADER
         if len(buf) < head.size:
             return None
-        size = _runtime.frame_size(buf, limit)
+        size = frame_size(buf, limit)
         if len(buf) < head.size + size:
             return None
         body = bytes(buf[head.size:head.size + size])
         del buf[:head.size + size]
-        return _runtime.decode_body(body)
+        return decode_body(body)
 
-    def _read_buffered(self, budget: _runtime._Budget, limit: int) -> object:
+    def _read_buffered(self, budget: Budget, limit: int) -> object:
         """The next reply frame when several may be in the pipe (after a batch): the same
         rules as the one-frame path (first byte under the budget, the rest of the frame until
         the hard limit or one more second), through a buffer that keeps the frames after it."""
@@ -443,7 +455,7 @@ class _Session:
                 ready, _, _ = select.select([self.reply_r, self.pidfd], [], [], left)
                 if self.reply_r not in ready:
                     if ready:  # the candidate ended without a byte of reply
-                        raise _runtime.FrameError("candidate exited")
+                        raise FrameError("candidate exited")
                     continue
             else:
                 left = max(budget.hard, first + 1.0) - time.monotonic()
@@ -451,7 +463,7 @@ class _Session:
                     raise TimeoutError
             data = os.read(self.reply_r, 1 << 16)
             if not data:
-                raise _runtime.FrameError("pipe closed")
+                raise FrameError("pipe closed")
             buf += data
 
     def _close_fds(self) -> None:
@@ -479,9 +491,9 @@ class _Session:
         if not self.alive:
             raise CandidateFailure(RUNTIME_ERROR, "the candidate process is no longer running")
         try:
-            wire_args = _runtime.encode_value(args)
-            wire_kwargs = _runtime.encode_value(dict(kwargs))
-        except _runtime.NotPlainData as exc:
+            wire_args = encode_value(args)
+            wire_kwargs = encode_value(dict(kwargs))
+        except NotPlainData as exc:
             raise CandidateFailure(RUNTIME_ERROR, f"test argument is not plain data: {exc}") from None
         left = min(self.limits.timeout, self.deadline - time.monotonic())
         if left <= 0:
@@ -506,12 +518,12 @@ class _Session:
         start = time.monotonic()
         try:
             if frame is not None:
-                _runtime.write_frame_by(self.call_w, frame, start + left)
+                write_frame_by(self.call_w, frame, start + left)
         except TimeoutError:  # it stopped reading its pipe
-            reply = _runtime._classify("timeout", self._end(kill=True))
+            reply = classify("timeout", self._end(kill=True))
             reply["time"] = time.monotonic() - start
         except OSError:
-            reply = _runtime._classify(None, self._end(kill=False, wait=1.0))
+            reply = classify(None, self._end(kill=False, wait=1.0))
             if reply["status"] == "ok":
                 reply = {"status": "crash", "error": "candidate process is gone"}
         else:
@@ -520,8 +532,8 @@ class _Session:
         status = reply.get("status")
         if status == "ok":
             try:
-                value = _runtime.decode_value(reply.get("value"))
-            except (_runtime.NotPlainData, ValueError, TypeError, RecursionError) as exc:
+                value = decode_value(reply.get("value"))
+            except (NotPlainData, ValueError, TypeError, RecursionError) as exc:
                 raise CandidateFailure(WRONG_ANSWER, f"malformed return value: {exc}") from None
             self.values.append(value)
             return value
@@ -573,9 +585,9 @@ def _stdin_test(worker: SandboxWorker, code: str, setup: str, test: TestCase, li
     stdout, stderr = str(reply.get("stdout", "")), str(reply.get("stderr", ""))
     if status == "ok":
         if not compare:  # behaviour for majority votes: normalised the way outputs are compared
-            return _Outcome(TestResult(PASS, t), "\n".join(_runtime.stripped_lines(stdout)))
+            return _Outcome(TestResult(PASS, t), "\n".join(stripped_lines(stdout)))
         want = expected_text(test)
-        if _runtime.compare_stdout(stdout, want):
+        if compare_stdout(stdout, want):
             return _Outcome(TestResult(PASS, t), stdout)
         return _Outcome(TestResult(WRONG_ANSWER, t, output=_trim(stdout), expected=_trim(want)), stdout)
     if status == "compile_error":
@@ -602,8 +614,8 @@ def _functional_test(session: _Session, entry: str, test: TestCase, compare: boo
     except CandidateFailure as exc:
         name = type(exc).__name__.removeprefix("Candidate") if type(exc) is not CandidateFailure else exc.status
         return _Outcome(TestResult(exc.status, session.last_time, error=_tail(str(exc))), f"<{name}>")
-    canonical = json.dumps(_runtime.to_json_value(value), sort_keys=True, ensure_ascii=False)
-    if not compare or _runtime.compare_return(value, test.output):
+    canonical = json.dumps(to_json_value(value), sort_keys=True, ensure_ascii=False)
+    if not compare or compare_return(value, test.output):
         return _Outcome(TestResult(PASS, session.last_time), canonical)
     return _Outcome(TestResult(WRONG_ANSWER, session.last_time, output=_trim(canonical),
                                expected=_trim(test.output)), canonical)
@@ -656,7 +668,7 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
         status, error = TIME_LIMIT, "time limit exceeded"
     if not canonical:
         return _Outcome(TestResult(status, elapsed, error=error), "")
-    values = json.dumps(_runtime.to_json_value(session.values), sort_keys=True, ensure_ascii=False, default=repr)
+    values = json.dumps(to_json_value(session.values), sort_keys=True, ensure_ascii=False, default=repr)
     return _Outcome(TestResult(status, elapsed, error=error), values if status in (PASS, WRONG_ANSWER) else values + f"<{status}>")
 
 
