@@ -116,7 +116,7 @@ def breakdown(items: list[tuple], reps: int = 30) -> None:
                 fn()
             return (time.monotonic() - t) / reps * 1000
 
-        run_ms = clock(lambda: w.request({"op": "stdin", "code": "pass", "input": "", "limits": wire}, 30))
+        run_ms = clock(lambda: w.request({"op": "stdin", "code": "pass", "setup": "", "input": "", "limits": wire}, 30))
         open_ms = clock(lambda: _Session(w, "def f(x):\n    return x", "", limits).close())
         s = _Session(w, "def f(x):\n    return x", "", limits)
         call_ms = clock(lambda: s.call("f", [[1, 2, 3]], {}))

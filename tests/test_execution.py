@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import Executor, Limits, cache_key, run_program, verdicts
+from dreamprm_code.execution import Executor, Limits, cache_key, run_program, sandbox, verdicts
 from dreamprm_code.execution.worker import codec, compare
 from dreamprm_code.records import Problem, TestCase
 
@@ -35,6 +37,17 @@ def assert_problem(test_code: str, entry: str = "add", setup: str = "") -> Probl
 def ex():
     with Executor(Limits(timeout=2, memory_mb=512), workers=2) as e:
         yield e
+
+
+def test_the_worker_package_needs_only_the_standard_library() -> None:
+    """The sandbox has the standard library alone: every worker module imports with no
+    site-packages (``-S``) and no project on the path, as the sandbox starts it."""
+    modules = ["wire", "codec", "compare", "messages", "harness", "process"]
+    code = (f"import sys; sys.path.insert(0, {str(sandbox.WORKER_DIR.parent)!r}); "
+            + "; ".join(f"import worker.{m}" for m in modules)
+            + "; print(sorted(m for m in sys.modules if m.startswith(('worker', 'dreamprm'))))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.replace("'", '"')) == ["worker", *sorted(f"worker.{m}" for m in modules)]
 
 
 # -- comparison rules ---------------------------------------------------------------------------

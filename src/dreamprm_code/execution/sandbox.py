@@ -39,6 +39,7 @@ from typing import Literal
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution import worker as worker_package
 from dreamprm_code.execution.bound import TreeBound, make_bound
+from dreamprm_code.execution.worker.messages import EndRequest, Reply, Request, WorkerConfig
 from dreamprm_code.execution.worker.wire import FrameError, recv_frame_fds, write_frame
 from dreamprm_code.progress import console
 
@@ -90,7 +91,7 @@ def _ro_system_args() -> list[str]:
     return args
 
 
-def bwrap_command(config: dict) -> list[str]:
+def bwrap_command(config: WorkerConfig) -> list[str]:
     """The bubblewrap command line that starts one worker."""
     exe, prefix = _python()
     args = ["bwrap", "--die-with-parent", "--new-session"]
@@ -121,7 +122,7 @@ def bwrap_command(config: dict) -> list[str]:
     return args
 
 
-def worker_command(exe: str, package: str, config: dict) -> list[str]:
+def worker_command(exe: str, package: str, config: WorkerConfig) -> list[str]:
     """The interpreter command that runs the worker package found at ``package``.
 
     ``-I`` puts no script directory on ``sys.path``, so the launcher adds the package's parent
@@ -234,7 +235,7 @@ class SandboxWorker:
         self._stderr.seek(0)
         return self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
 
-    def _read(self, deadline: float) -> tuple[dict, list[int]]:
+    def _read(self, deadline: float) -> tuple[Reply, list[int]]:
         assert self.sock is not None
         try:
             reply, fds = recv_frame_fds(self.sock, deadline)
@@ -252,7 +253,7 @@ class SandboxWorker:
             raise WorkerDied("malformed answer")
         return reply, fds
 
-    def _send(self, msg: dict) -> None:
+    def _send(self, msg: Request) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         assert self.sock is not None
@@ -262,7 +263,7 @@ class SandboxWorker:
             self.kill()
             raise WorkerDied(f"cannot write to the worker: {exc}") from None
 
-    def request_fds(self, msg: dict, timeout: float) -> tuple[dict, list[int]]:
+    def request_fds(self, msg: Request, timeout: float) -> tuple[Reply, list[int]]:
         """Send one request and wait for its answer and any file descriptors sent with it."""
         limits = msg.get("limits")
         if limits is not None:  # before the candidate is forked; a write only when they change
@@ -271,14 +272,14 @@ class SandboxWorker:
         self._send(msg)
         return self._read(time.monotonic() + timeout)
 
-    def request(self, msg: dict, timeout: float) -> dict:
+    def request(self, msg: Request, timeout: float) -> Reply:
         """Send one request and wait for its answer; a dead or stuck worker is killed."""
         reply, fds = self.request_fds(msg, timeout)
         for fd in fds:
             os.close(fd)
         return reply
 
-    def post(self, msg: dict) -> None:
+    def post(self, msg: EndRequest) -> None:
         """Send a request that gets no answer (``end`` with ``quiet``)."""
         self._send(msg)
 

@@ -33,6 +33,18 @@ from dreamprm_code.execution.sandbox import SandboxMode, SandboxWorker, WorkerDi
 from dreamprm_code.execution.worker.codec import NotPlainData, decode_value, encode_value, to_json_value
 from dreamprm_code.execution.worker.compare import compare_return, compare_stdout, stripped_lines
 from dreamprm_code.execution.worker.harness import LCB_PRELUDE
+from dreamprm_code.execution.worker.messages import (
+    Call,
+    CallBatch,
+    CallReply,
+    Ending,
+    EndRequest,
+    ExitInfo,
+    OpenRequest,
+    Reply,
+    StdinRequest,
+    WireLimits,
+)
 from dreamprm_code.execution.worker.process import Budget, classify
 from dreamprm_code.execution.worker.wire import (
     HEADER,
@@ -98,7 +110,7 @@ class Limits:
         if self.tree_memory_mb is not None and not self.tree_memory_mb > 0:
             raise UserError(f"must be positive, got {self.tree_memory_mb!r}", field="limits.tree_memory_mb")
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> WireLimits:
         """The form the sandbox worker reads."""
         cpu = self.cpu_time if self.cpu_time is not None else self.timeout + 1
         return {
@@ -146,7 +158,7 @@ class SandboxFailure(RuntimeError):
     """The sandbox itself failed (a worker that would not start or died): not a verdict."""
 
 
-def _died(exc: WorkerDied) -> dict:
+def _died(exc: WorkerDied) -> Ending:
     """A host-side deadline is the candidate's time limit; anything else is our failure."""
     if exc.deadline:
         return {"status": "timeout", "error": f"no answer from the sandbox in time ({exc})"}
@@ -220,7 +232,7 @@ _PLAN_BREAKERS = (ast.BoolOp, ast.IfExp, ast.Lambda, ast.ListComp, ast.SetComp, 
 
 
 @functools.lru_cache(maxsize=1024)
-def _planned_calls(code: str, entry: str) -> tuple[tuple[str, dict], ...]:
+def _planned_calls(code: str, entry: str) -> tuple[tuple[str, Call], ...]:
     """The calls an assert test will make, known before it runs: the leading statements of
     ``check`` that are plain ``assert``s calling the candidate once with literal arguments
     (HumanEval's usual shape). They are sent to the candidate as one batch, which answers
@@ -235,7 +247,7 @@ def _planned_calls(code: str, entry: str) -> tuple[tuple[str, dict], ...]:
     if len(checks) != 1 or not checks[0].args.args:
         return ()
     names = {checks[0].args.args[0].arg, entry}
-    plan: list[tuple[str, dict]] = []
+    plan: list[tuple[str, Call]] = []
     for stmt in checks[0].body:
         if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
             continue
@@ -255,7 +267,7 @@ def _planned_calls(code: str, entry: str) -> tuple[tuple[str, dict], ...]:
                 break
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-            wire = {"fn": entry, "args": encode_value(args), "kwargs": encode_value(kwargs)}
+            wire: Call = {"fn": entry, "args": encode_value(args), "kwargs": encode_value(kwargs)}
             text = json.dumps(wire, ensure_ascii=False)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             break
@@ -311,7 +323,7 @@ class _Session:
     """
 
     def __init__(self, worker: SandboxWorker, code: str, setup: str, limits: Limits, n_tests: int = 1,
-                 ahead: tuple[tuple[str, dict], ...] = ()) -> None:
+                 ahead: tuple[tuple[str, Call], ...] = ()) -> None:
         """``ahead``: the first test's planned calls (:func:`_planned_calls`), sent with the
         start so that the candidate answers them as soon as it has loaded its code."""
         self.worker = worker
@@ -322,7 +334,7 @@ class _Session:
         self.alive = False
         self.names: list[str] = []
         self.fds: list[int] = []
-        self.plan: tuple[tuple[str, dict], ...] = ()  # calls expected next (see _planned_calls)
+        self.plan: tuple[tuple[str, Call], ...] = ()  # calls expected next (see _planned_calls)
         self.plan_pos = 0
         self.sent = False  # the batch of ``plan`` is with the candidate
         self.mispredicted = False
@@ -332,8 +344,8 @@ class _Session:
         # call's own limit is enforced from outside.
         wire["cpu_total"] = wire["cpu_time"] * (n_tests + 1)
         try:
-            reply, fds = worker.request_fds({"op": "open", "code": code, "setup": setup, "limits": wire},
-                                            self.wait_limit(limits.timeout))
+            request: OpenRequest = {"op": "open", "code": code, "setup": setup, "limits": wire}
+            reply, fds = worker.request_fds(request, self.wait_limit(limits.timeout))
         except WorkerDied as exc:
             self.open_reply = _died(exc)
             return
@@ -362,7 +374,7 @@ class _Session:
         else:
             self.close()
 
-    def _send_ahead(self, plan: tuple[tuple[str, dict], ...]) -> None:
+    def _send_ahead(self, plan: tuple[tuple[str, Call], ...]) -> None:
         """Put the batch in the (empty) call pipe now, if it fits in one atomic write (the
         candidate reads it only once loaded); else it goes with the first call as usual."""
         frame = frame_bytes({"batch": [wire for _, wire in plan]})
@@ -381,7 +393,7 @@ class _Session:
         """How long the host waits for the worker before it declares it stuck."""
         return timeout * (3 if self.limits.cpu_grace else 1) + MARGIN
 
-    def _await(self, timeout: float) -> dict:
+    def _await(self, timeout: float) -> CallReply:
         """The candidate's next frame, under the time limit; else how the candidate ended."""
         limit = int(self.limits.output_mb * 1024 * 1024)
         start = time.monotonic()
@@ -474,12 +486,13 @@ class _Session:
             except OSError:
                 pass
 
-    def _end(self, kill: bool, wait: float = 0.0) -> dict:
+    def _end(self, kill: bool, wait: float = 0.0) -> ExitInfo:
         """Ask the worker to end the candidate (now, or once it has exited within ``wait``)."""
         self._close_fds()
         self.alive = False
         try:
-            reply = self.worker.request({"op": "end", "kill": kill, "wait": wait}, wait + MARGIN)
+            end: EndRequest = {"op": "end", "kill": kill, "wait": wait}
+            reply = self.worker.request(end, wait + MARGIN)
         except WorkerDied as exc:
             _died(exc)
             return {}
@@ -498,7 +511,7 @@ class _Session:
         left = min(self.limits.timeout, self.deadline - time.monotonic())
         if left <= 0:
             raise CandidateFailure(TIME_LIMIT, "time limit exceeded")
-        frame: dict | None = {"fn": name, "args": wire_args, "kwargs": wire_kwargs}
+        frame: Call | CallBatch | None = {"fn": name, "args": wire_args, "kwargs": wire_kwargs}
         if self.mispredicted:
             raise _Mispredicted
         if self.plan_pos < len(self.plan):  # a batch of calls is (to be) sent ahead
@@ -557,7 +570,8 @@ class _Session:
         if self.fds:
             self._close_fds()
             try:
-                self.worker.post({"op": "end", "kill": True, "quiet": True})
+                end: EndRequest = {"op": "end", "kill": True, "quiet": True}
+                self.worker.post(end)
             except WorkerDied:
                 pass  # the worker restarts on its next request
         self.alive = False
@@ -574,8 +588,8 @@ class _Outcome:
 
 
 def _stdin_test(worker: SandboxWorker, code: str, setup: str, test: TestCase, limits: Limits, compare: bool) -> _Outcome:
-    msg = {"op": "stdin", "code": code, "setup": setup, "input": "" if test.input is None else str(test.input),
-           "limits": limits.wire()}
+    msg: StdinRequest = {"op": "stdin", "code": code, "setup": setup,
+                         "input": "" if test.input is None else str(test.input), "limits": limits.wire()}
     try:
         reply = worker.request(msg, limits.timeout * (3 if limits.cpu_grace else 1) + MARGIN)
     except WorkerDied as exc:
@@ -765,7 +779,7 @@ def _tree_memory(worker: SandboxWorker, killed: int, out: _Outcome, session: _Se
     return _Outcome(TestResult(MEMORY_LIMIT, t, error="memory limit of the process tree exceeded"), "<memory_limit>"), now
 
 
-def _open_failure(reply: dict) -> _Outcome:
+def _open_failure(reply: Reply) -> _Outcome:
     status = reply.get("status")
     error = _tail(str(reply.get("error") or status))
     mapping = {"compile_error": COMPILE_ERROR, "timeout": TIME_LIMIT, "memory": MEMORY_LIMIT}

@@ -12,6 +12,7 @@ import struct
 import sys
 
 from .codec import NotPlainData, decode_value, encode_value
+from .messages import CallReply, Ready, WireLimits
 from .wire import FrameError, read_sole_frame, write_frame
 
 LCB_PRELUDE = (
@@ -64,7 +65,7 @@ class CandidateGlobals:
             code = self.code_cache[source] = compile(source, name, "exec")
         return code
 
-    def namespace(self, name: str, limits: dict, setup: str) -> dict:
+    def namespace(self, name: str, limits: WireLimits, setup: str) -> dict:
         """The candidate's globals: LCB's import block, then the setup code.
 
         Called in the forked candidate, which owns its copy of the worker's memory: it takes
@@ -104,7 +105,7 @@ def install_exit_builtins() -> None:
         builtins.quit = _Quitter("quit")
 
 
-def run_main(globs: CandidateGlobals, limits: dict, setup: str, code: str) -> None:
+def run_main(globs: CandidateGlobals, limits: WireLimits, setup: str, code: str) -> None:
     """Candidate, stdin mode: run the program as ``__main__``; exit status says how it ended."""
     import traceback
 
@@ -136,7 +137,7 @@ def run_main(globs: CandidateGlobals, limits: dict, setup: str, code: str) -> No
     os._exit(code_exit)
 
 
-def serve_calls(globs: CandidateGlobals, limits: dict, setup: str, code: str, call_fd: int, reply_fd: int) -> None:
+def serve_calls(globs: CandidateGlobals, limits: WireLimits, setup: str, code: str, call_fd: int, reply_fd: int) -> None:
     """Candidate, call mode: exec the code once, then answer ``{"fn", "args", "kwargs"}`` frames
     from the host until it closes the pipe."""
     import traceback
@@ -147,7 +148,8 @@ def serve_calls(globs: CandidateGlobals, limits: dict, setup: str, code: str, ca
         write_frame(reply_fd, {"status": "compile_error", "error": f"{type(exc).__name__}: {exc}"})
         os._exit(0)
     # The functions the code itself defines, found among the global names its module code
-    # stores (``co_names``), so the prelude's ~600 entries are never walked (see CandidateGlobals.namespace).
+    # stores (``co_names``), so the prelude's ~600 entries are never walked (see
+    # CandidateGlobals.namespace).
     names_used = sorted(set(compiled.co_names))
     try:
         ns = globs.namespace("candidate", limits, setup)
@@ -168,7 +170,8 @@ def serve_calls(globs: CandidateGlobals, limits: dict, setup: str, code: str, ca
         k for k in names_used
         if type(ns.get(k)).__name__ == "function" and not k.startswith("__") and before.get(k) is not ns.get(k)
     ]
-    write_frame(reply_fd, {"status": "ready", "names": names, "solution": instance is not None})
+    ready: Ready = {"status": "ready", "names": names, "solution": instance is not None}
+    write_frame(reply_fd, ready)
     while True:
         try:
             msg = read_sole_frame(call_fd)
@@ -185,11 +188,11 @@ def serve_calls(globs: CandidateGlobals, limits: dict, setup: str, code: str, ca
                 os._exit(EXIT_EXCEPTION)
 
 
-def one_call(ns: dict, instance: object, msg: object, traceback_module) -> dict:
+def one_call(ns: dict, instance: object, msg: object, traceback_module) -> CallReply:
     """Candidate, call mode: one ``{"fn", "args", "kwargs"}`` call, and the reply to send."""
     fn_name = msg.get("fn") if isinstance(msg, dict) else None
     try:
-        fn = _resolve(ns, instance, fn_name, msg.get("entry"))
+        fn = _resolve(ns, instance, fn_name)
         args = decode_value(msg.get("args") or [])
         kwargs = decode_value(msg.get("kwargs") or {"dict": []})
         result = fn(*args, **kwargs)
@@ -204,7 +207,7 @@ def one_call(ns: dict, instance: object, msg: object, traceback_module) -> dict:
         return {"status": "exception", "type": type(exc).__name__, "error": _exc_text(exc, traceback_module)}
 
 
-def _resolve(ns: dict, instance: object, name: str | None, entry: str | None):
+def _resolve(ns: dict, instance: object, name: str | None):
     """The callee: a ``Solution`` method when the code defines that class, else the function."""
     if name is None:
         raise NameError("no function name given")

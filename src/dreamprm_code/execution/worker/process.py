@@ -28,6 +28,8 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .codec import decode_value, encode_value
 from .harness import (
@@ -40,6 +42,21 @@ from .harness import (
     one_call,
     run_main,
     serve_calls,
+)
+from .messages import (
+    Ended,
+    Ending,
+    EndRequest,
+    ExitInfo,
+    Hello,
+    OpenRequest,
+    PingRequest,
+    Pong,
+    Reply,
+    RunReply,
+    StdinRequest,
+    WireLimits,
+    WorkerConfig,
 )
 from .wire import FrameError, frame_bytes, read_exact, read_frame, read_sole_frame, write_frame
 
@@ -74,7 +91,7 @@ class _Proc:
     def kill(self) -> None:
         raise NotImplementedError
 
-    def finish(self, wait: float = 10.0) -> dict:
+    def finish(self, wait: float = 10.0) -> ExitInfo:
         """Wait (at most ``wait`` s, then kill) for the end; reap; clean up; exit status + usage."""
         raise NotImplementedError
 
@@ -85,7 +102,7 @@ class _ForkedProc(_Proc):
     def __init__(self, worker: _Worker, pid: int, workdir: str, uid: int) -> None:
         self.worker, self.pid, self.workdir, self.uid = worker, pid, workdir, uid
         self.ended_fd = os.pidfd_open(pid)
-        self.done: dict | None = None
+        self.done: ExitInfo | None = None
 
     def kill(self) -> None:
         if self.done is None:  # not reaped yet, so the pid cannot have been reused
@@ -94,7 +111,7 @@ class _ForkedProc(_Proc):
             except ProcessLookupError:
                 pass
 
-    def finish(self, wait: float = 10.0) -> dict:
+    def finish(self, wait: float = 10.0) -> ExitInfo:
         if self.done is not None:
             return self.done
         ready, _, _ = select.select([self.ended_fd], [], [], max(0.0, wait))
@@ -126,13 +143,13 @@ class _ShimProc(_Proc):
 
     def __init__(self, worker: _Worker, pid_a: int, pid_b: int, status_r: int) -> None:
         self.worker, self.pid_a, self.pid, self.ended_fd = worker, pid_a, pid_b, status_r
-        self.done: dict | None = None
+        self.done: ExitInfo | None = None
 
     def kill(self) -> None:
         if self.done is None:
             self.worker._kill_tree(self.pid)
 
-    def finish(self, wait: float = 10.0) -> dict:
+    def finish(self, wait: float = 10.0) -> ExitInfo:
         if self.done is not None:
             return self.done
         ready, _, _ = select.select([self.ended_fd], [], [], max(0.0, wait))
@@ -150,7 +167,7 @@ class _Worker:
     shim forks the candidate into a fresh user + PID namespace (two forks).
     """
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: WorkerConfig) -> None:
         import ctypes
 
         self.config = config
@@ -229,14 +246,14 @@ class _Worker:
             os.setresuid(uid, uid, uid)  # from root to non-root: every capability is gone
 
     # ---- spawning a candidate ---------------------------------------------------------------
-    def _spawn(self, limits: dict, fds: dict[int, int], body) -> _Proc:
+    def _spawn(self, limits: WireLimits, fds: dict[int, int], body) -> _Proc:
         """Start a candidate running ``body`` with ``fds`` (target fd in the candidate -> our
         fd, closed here once handed over)."""
         if self.fast:
             return self._spawn_fast(limits, fds, body)
         return self._spawn_shim(limits, fds, body)
 
-    def _spawn_fast(self, limits: dict, fds: dict[int, int], body) -> _Proc:
+    def _spawn_fast(self, limits: WireLimits, fds: dict[int, int], body) -> _Proc:
         self.seq += 1
         workdir = f"{self.tmp_root}/c{self.seq}"
         uid = self.cand_uid + self.seq % 2
@@ -262,7 +279,7 @@ class _Worker:
             os.close(fd)
         return _ForkedProc(self, pid, workdir, uid)
 
-    def _spawn_shim(self, limits: dict, fds: dict[int, int], body) -> _Proc:
+    def _spawn_shim(self, limits: WireLimits, fds: dict[int, int], body) -> _Proc:
         """Fork shim A, which forks candidate B (PID 1 of its own namespace when available);
         A reports B's pid, then B's exit status and rusage, on a status pipe."""
         rlimits = self._rlimits(limits)
@@ -317,7 +334,7 @@ class _Worker:
             for fd in self.cgroup_fds[slot % len(self.cgroup_fds)]:
                 os.write(fd, b"0")
 
-    def _rlimits(self, limits: dict) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+    def _rlimits(self, limits: WireLimits) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
         """The candidate's resource limits, worked out in the worker (whose own limits the
         candidate inherits) when ``limits`` change: per resource, the (soft, hard) pair
         to set and the pair to fall back to if the kernel refuses it. The candidate then only
@@ -532,9 +549,9 @@ class _Worker:
             _reap()
         _reap()
 
-    def _finish(self, pid_a: int, status_r: int) -> dict:
+    def _finish(self, pid_a: int, status_r: int) -> ExitInfo:
         """Shim path: wait for A's report on B, reap A, sweep the rest."""
-        info: dict = {}
+        info: ExitInfo = {}
         try:
             ready, _, _ = select.select([status_r], [], [], 10)
             if ready:
@@ -552,7 +569,7 @@ class _Worker:
         return info
 
     # ---- operations ---------------------------------------------------------------------------
-    def op_stdin(self, msg: dict) -> dict:
+    def op_stdin(self, msg: StdinRequest) -> RunReply:
         """Run ``code`` as ``__main__`` on one input; capture stdout (capped) and stderr tail."""
         import tempfile
 
@@ -630,7 +647,7 @@ class _Worker:
             if not isinstance(budget, Budget) or budget.left() <= 0:
                 return "timeout"
 
-    def op_open(self, msg: dict, sock) -> None:
+    def op_open(self, msg: OpenRequest, sock) -> None:
         """Start a call session. The candidate loads the code once, then serves calls over two
         pipes whose other ends (and a pidfd of the candidate) go straight to the host, which
         talks to the candidate directly and enforces each call's time limit itself."""
@@ -668,7 +685,7 @@ class _Worker:
         while buf:
             buf = buf[os.write(sock.fileno(), buf):]
 
-    def _end_session(self, kill: bool = True, wait: float = 0.0) -> dict:
+    def _end_session(self, kill: bool = True, wait: float = 0.0) -> ExitInfo:
         proc, self.session = self.session, None
         if proc is None:
             return {}
@@ -676,7 +693,7 @@ class _Worker:
             proc.kill()
         return proc.finish(wait)
 
-    def op_end(self, msg: dict) -> dict | None:
+    def op_end(self, msg: EndRequest) -> Ended | None:
         """End the call session: wait up to ``wait`` s for the candidate to exit by itself
         (``kill`` false), else kill it; report how it ended (unless ``quiet``)."""
         if msg.get("quiet") and isinstance(self.session, _ForkedProc):
@@ -686,11 +703,11 @@ class _Worker:
         info = self._end_session(bool(msg.get("kill", True)), float(msg.get("wait") or 0.0))
         return None if msg.get("quiet") else {"status": "ended", "exit": info}
 
-    def op_ping(self, msg: dict) -> dict:
+    def op_ping(self, msg: PingRequest) -> Pong:
         return {"status": "pong", "pid_ns": self.pid_ns, "fast": self.fast, "uid": os.getuid()}
 
 
-def classify(status: str | None, info: dict) -> dict:
+def classify(status: str | None, info: ExitInfo) -> Ending:
     """Map how B ended to a status: ok, timeout, memory, exception, compile_error, crash."""
     if status in ("timeout", "output_limit"):
         return {"status": status}
@@ -848,7 +865,7 @@ def worker_main(argv: list[str]) -> None:
     import importlib
     import socket
 
-    config = json.loads(argv[1]) if len(argv) > 1 else {}
+    config: WorkerConfig = json.loads(argv[1]) if len(argv) > 1 else {}
     sock = socket.socket(fileno=os.dup(0))
     proto = sock.fileno()
     null = os.open(os.devnull, os.O_RDWR)
@@ -875,16 +892,18 @@ def worker_main(argv: list[str]) -> None:
         worker.libc.malloc_trim(0)
     except AttributeError:
         pass
-    write_frame(proto, {"status": "hello", "pid_ns": worker.pid_ns, "fast": worker.fast, "uid": os.getuid(),
-                        "python": sys.version})
-    ops = {"stdin": worker.op_stdin, "end": worker.op_end, "ping": worker.op_ping}
+    hello: Hello = {"status": "hello", "pid_ns": worker.pid_ns, "fast": worker.fast, "uid": os.getuid(),
+                    "python": sys.version}
+    write_frame(proto, hello)
+    ops: dict[str, Callable[[Any], Reply | None]] = {"stdin": worker.op_stdin, "end": worker.op_end, "ping": worker.op_ping}
     while True:
         try:
             msg = read_frame(proto)
         except (FrameError, OSError, struct.error):
             worker._end_session()
             return
-        name = msg.get("op") if isinstance(msg, dict) else None
+        name = msg.get("op") if isinstance(msg, dict) else None  # untrusted until it names an op
+        reply: Reply | None
         try:
             if name == "open":
                 worker.op_open(msg, sock)
