@@ -275,6 +275,23 @@ def _planned_calls(code: str, entry: str) -> tuple[tuple[str, Call], ...]:
     return tuple(plan)
 
 
+@dataclass
+class _Ahead:
+    """The calls a test is expected to make (:func:`_planned_calls`), sent to the candidate as
+    one batch; each call the test makes must be the next of them (:meth:`_Session.call`)."""
+
+    calls: tuple[tuple[str, Call], ...] = ()
+    asked: int = 0  # how many of them the test has made so far
+    sent: bool = False  # the batch is with the candidate
+
+    def batch(self) -> CallBatch:
+        return {"batch": [call for _, call in self.calls]}
+
+    def unasked(self) -> bool:
+        """Sent, and not all asked for: the candidate ran calls the test has not made."""
+        return self.sent and self.asked < len(self.calls)
+
+
 def _fd_pid(pidfd: int) -> int:
     """The pid (in our PID namespace) of the process a pidfd refers to; -1 when unknown."""
     try:
@@ -334,10 +351,8 @@ class _Session:
         self.alive = False
         self.names: list[str] = []
         self.fds: list[int] = []
-        self.plan: tuple[tuple[str, Call], ...] = ()  # calls expected next (see _planned_calls)
-        self.plan_pos = 0
-        self.sent = False  # the batch of ``plan`` is with the candidate
-        self.mispredicted = False
+        self.ahead = _Ahead()  # the current test's calls, when known in advance
+        self.mispredicted = False  # the candidate ran calls the test did not make: rerun
         self.rbuf: bytearray | None = None  # replies, once a batch was sent (several frames in flight)
         wire = limits.wire()
         # One process serves every test: its CPU rlimit covers all of them (+ loading); each
@@ -377,7 +392,8 @@ class _Session:
     def _send_ahead(self, plan: tuple[tuple[str, Call], ...]) -> None:
         """Put the batch in the (empty) call pipe now, if it fits in one atomic write (the
         candidate reads it only once loaded); else it goes with the first call as usual."""
-        frame = frame_bytes({"batch": [wire for _, wire in plan]})
+        ahead = _Ahead(plan, sent=True)
+        frame = frame_bytes(ahead.batch())
         if len(frame) > select.PIPE_BUF:
             return
         try:
@@ -386,7 +402,7 @@ class _Session:
                 return
         except OSError:  # the candidate is gone already: its open reply says how
             return
-        self.plan, self.plan_pos, self.sent = plan, 0, True
+        self.ahead = ahead
         self.rbuf = bytearray()  # the ready frame and the first replies may come together
 
     def wait_limit(self, timeout: float) -> float:
@@ -514,20 +530,21 @@ class _Session:
         frame: Call | CallBatch | None = {"fn": name, "args": wire_args, "kwargs": wire_kwargs}
         if self.mispredicted:
             raise _Mispredicted
-        if self.plan_pos < len(self.plan):  # a batch of calls is (to be) sent ahead
-            if self.plan[self.plan_pos][0] != json.dumps(frame, ensure_ascii=False):
-                if self.sent:  # the candidate runs calls the test does not make
+        ahead = self.ahead
+        if ahead.asked < len(ahead.calls):  # a batch of calls is (to be) sent ahead
+            if ahead.calls[ahead.asked][0] != json.dumps(frame, ensure_ascii=False):
+                if ahead.sent:  # the candidate runs calls the test does not make
                     self.mispredicted = True
                     raise _Mispredicted
-                self.plan = ()  # nothing sent yet: one call at a time
-            elif self.sent:  # its reply is on its way
-                frame = None
-                self.plan_pos += 1
+                self.ahead = _Ahead()  # nothing sent yet: one call at a time
             else:
-                frame = {"batch": [wire for _, wire in self.plan]}
-                self.plan_pos, self.sent = 1, True
-                if self.rbuf is None:
-                    self.rbuf = bytearray()
+                ahead.asked += 1
+                if ahead.sent:  # its reply is on its way
+                    frame = None
+                else:
+                    frame, ahead.sent = ahead.batch(), True
+                    if self.rbuf is None:
+                        self.rbuf = bytearray()
         start = time.monotonic()
         try:
             if frame is not None:
@@ -647,10 +664,11 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
     session.deadline = start + limits.timeout
     session.values = []
     planned = _planned_calls(test.code or "", problem.entry_point) if plan and problem.entry_point else ()
-    if session.sent and session.plan_pos < len(session.plan) and (session.plan_pos or session.plan != planned):
+    ahead = session.ahead
+    if ahead.unasked() and (ahead.asked or ahead.calls != planned):
         raise _Mispredicted  # calls sent for another test, or the rest of a batch not asked for
-    if not (session.sent and session.plan_pos == 0 and session.plan == planned):  # else: sent with the start
-        session.plan, session.plan_pos, session.sent = planned, 0, False
+    if not (ahead.sent and ahead.asked == 0 and ahead.calls == planned):  # else: sent with the start
+        session.ahead = _Ahead(planned)
     try:
         ns = _check_namespace() if limits.lcb_prelude else {"__name__": "__check__", "__builtins__": builtins}
         if problem.setup_code:
@@ -664,7 +682,7 @@ def _assert_test(session: _Session, problem: Problem, test: TestCase, limits: Li
         exec(_compiled(code, "<test>"), ns)
         if callable(ns.get("check")) and not _calls_check(code):
             ns["check"](ns.get("candidate"))
-        if session.sent and session.plan_pos < len(session.plan):  # sent, but not all asked for
+        if session.ahead.unasked():
             session.mispredicted = True
         status, error = PASS, None
     except CandidateFailure as exc:
