@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from dreamprm_code.data import load_problems, load_solutions
-from dreamprm_code.execution.verdicts import Executor, Limits
+from dreamprm_code.execution import Executor, Limits
 
 
 def definitions_only(code: str) -> str | None:

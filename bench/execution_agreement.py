@@ -22,8 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from dreamprm_code.data import load_problems, load_solutions
+from dreamprm_code.execution import Limits
 from dreamprm_code.execution.commands import execute_solutions
-from dreamprm_code.execution.verdicts import Limits
 from dreamprm_code.io import atomic_write_json
 
 

@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
     items = correct_humaneval(args.n)
-    planned = verdicts._planned_calls
+    planned = verdicts.planned_calls
     arms = {"with batch": planned, "without": lambda code, entry: ()}
     rows: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in arms}
     print(f"{len(items)} correct HumanEval candidates, {args.workers} workers, {args.rounds} rounds, "
@@ -67,9 +67,9 @@ def main() -> None:
     one_run(items[:20], args.workers)  # warm the host (imports, prelude) outside the clock
     for r in range(args.rounds):
         for name, fn in (arms.items() if r % 2 == 0 else reversed(arms.items())):
-            verdicts._planned_calls = fn
+            verdicts.planned_calls = fn
             rows[name].append(one_run(items, args.workers))
-    verdicts._planned_calls = planned
+    verdicts.planned_calls = planned
     for name, runs in rows.items():
         n = len(items)
         rate = [n / w for w, _, _, _ in runs]

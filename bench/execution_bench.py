@@ -102,8 +102,8 @@ def throughput(n: int, workers: int, bounds: str = "auto") -> None:
 
 def breakdown(items: list[tuple], reps: int = 30) -> None:
     """Where a candidate's time goes, on one warm worker: the sandbox round trips."""
+    from dreamprm_code.execution.calls import CallSession
     from dreamprm_code.execution.sandbox import SandboxWorker
-    from dreamprm_code.execution.verdicts import _Session
 
     limits = Limits()
     wire = limits.wire()
@@ -117,8 +117,8 @@ def breakdown(items: list[tuple], reps: int = 30) -> None:
             return (time.monotonic() - t) / reps * 1000
 
         run_ms = clock(lambda: w.request({"op": "stdin", "code": "pass", "setup": "", "input": "", "limits": wire}, 30))
-        open_ms = clock(lambda: _Session(w, "def f(x):\n    return x", "", limits).close())
-        s = _Session(w, "def f(x):\n    return x", "", limits)
+        open_ms = clock(lambda: CallSession(w, "def f(x):\n    return x", "", limits).close())
+        s = CallSession(w, "def f(x):\n    return x", "", limits)
         call_ms = clock(lambda: s.call("f", [[1, 2, 3]], {}))
         s.close()
     finally:

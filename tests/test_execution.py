@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import Executor, Limits, cache_key, run_program, sandbox, verdicts
+from dreamprm_code.execution import Executor, Limits, cache_key, calls, run_program, sandbox, verdicts
 from dreamprm_code.execution.worker import codec, compare
 from dreamprm_code.records import Problem, TestCase
 
@@ -263,12 +263,12 @@ def test_literal_assert_calls_go_ahead_in_one_batch(ex: Executor, monkeypatch) -
     test = ("def check(candidate):\n    \"\"\"doc\"\"\"\n    assert candidate(1, 2) == 3\n"
             "    assert abs(candidate(-1, b=0.5) + 0.5) < 1e-9, 'message'\n    assert candidate(2, 2) == 4\n"
             "    for x in range(3):\n        assert candidate(x, 1) == x + 1\n")
-    plan = verdicts._planned_calls(test, "add")
+    plan = calls.planned_calls(test, "add")
     assert [json.loads(text)["args"] for text, _ in plan] == [[1, 2], [-1], [2, 2]]  # up to the loop
     sent = []
-    real, real_ahead = verdicts.write_frame_by, verdicts._Session._send_ahead
-    monkeypatch.setattr(verdicts, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
-    monkeypatch.setattr(verdicts._Session, "_send_ahead",
+    real, real_ahead = calls.write_frame_by, calls.CallSession._send_ahead
+    monkeypatch.setattr(calls, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
+    monkeypatch.setattr(calls.CallSession, "_send_ahead",
                         lambda self, plan: (sent.append({"batch": plan}), real_ahead(self, plan)))
     p = assert_problem(test)
     assert ex.run(p, "def add(a, b=0):\n    return a + b").verdict == "pass"
@@ -288,7 +288,7 @@ def test_a_wrong_batch_guess_reruns_call_by_call(ex: Executor, monkeypatch) -> N
     # the three planned calls, so the candidate ran two the test never asked for.
     test = ("def check(candidate):\n    assert candidate(1) == 1\n    assert candidate(2) == 2\n"
             "    assert candidate(3) == 3\n\ndef _other(c):\n    assert c(1) == 1\n\ncheck = _other\n")
-    assert len(verdicts._planned_calls(test, "add")) == 3
+    assert len(calls.planned_calls(test, "add")) == 3
     runs = []
     real = verdicts._run_tests_once
     monkeypatch.setattr(verdicts, "_run_tests_once", lambda *a, **k: (runs.append(k["plan"]), real(*a, **k))[1])

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution.verdicts import Executor, Limits
+from dreamprm_code.execution.limits import Limits
+from dreamprm_code.execution.verdicts import Executor
 from dreamprm_code.io import JsonlAppender, atomic_write_json
 from dreamprm_code.records import VERDICTS, ExecResult, Problem, Solution
 
