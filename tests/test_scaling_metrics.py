@@ -23,7 +23,7 @@ from dreamprm_code.scaling.metrics import (
     selection_pass_at_1,
     tie_rng,
 )
-from dreamprm_code.scaling.select import aggregate_local, majority_vote
+from dreamprm_code.scaling.select import aggregate, majority_vote
 
 
 @given(st.integers(1, 12), st.data())
@@ -115,16 +115,16 @@ def test_tie_rng_depends_on_keys_not_order():
 
 def test_aggregations():
     s = [0.9, 0.5, 0.8]
-    assert aggregate_local(s, "min") == 0.5
-    assert aggregate_local(s, "mean") == pytest.approx(2.2 / 3)
-    assert aggregate_local(s, "last") == 0.8
-    assert aggregate_local(s, "product") == pytest.approx(0.36)
+    assert aggregate(s, "min") == 0.5
+    assert aggregate(s, "mean") == pytest.approx(2.2 / 3)
+    assert aggregate(s, "last") == 0.8
+    assert aggregate(s, "product") == pytest.approx(0.36)
     expected = sum(math.log(p / (1 - p)) for p in s)
-    assert aggregate_local(s, "logodds") == pytest.approx(expected)
-    assert aggregate_local([1.0], "logodds") < 20  # clipped, finite
-    assert math.isnan(aggregate_local([], "min"))
+    assert aggregate(s, "logodds") == pytest.approx(expected)
+    assert aggregate([1.0], "logodds") < 20  # clipped, finite
+    assert math.isnan(aggregate([], "min"))
     with pytest.raises(UserError):
-        aggregate_local(s, "median")
+        aggregate(s, "median")
 
 
 def test_majority_vote():

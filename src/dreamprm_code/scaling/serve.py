@@ -27,7 +27,7 @@ from aiohttp import web
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.records import Problem, Solution, Step
-from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
 
 #: Scores a batch: problems and solutions in the same order -> per-step probabilities of each.
 Scorer = Callable[[Sequence[Problem], Sequence[Solution]], list[list[float]]]
@@ -281,7 +281,6 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application; bodies over ``max_body`` bytes are refused with 413."""
     batcher = Batcher(scorer, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    agg = get_aggregate()
 
     @web.middleware
     async def errors(request: web.Request, handler):
@@ -320,7 +319,7 @@ def make_app(
                     for i, st in enumerate(steps)
                 ],
                 "scores": scores,
-                "aggregates": {a: agg(scores, a) for a in aggs} if scores else {},
+                "aggregates": {a: aggregate(scores, a) for a in aggs} if scores else {},
                 "model": model_name,
                 "latency_ms": 1000 * (time.perf_counter() - t0),
             }
