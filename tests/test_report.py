@@ -16,7 +16,7 @@ from dreamprm_code.records import TestCase as Case
 from dreamprm_code.report.render import render_candidate, render_markdown
 from dreamprm_code.report.tables import table_rows
 from dreamprm_code.report.write import write_report
-from dreamprm_code.scaling.evaluate import evaluate
+from dreamprm_code.scaling.evaluate import EvalOptions, evaluate
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,8 +52,7 @@ def evaluated():
             prm.append(StepScores(sol.id, pid, [0.9, 0.85 if ok else 0.1]))
             beh[sol.id] = "ok" if ok else f"bad{i}"
     sets = {"orm": orm, "labels": prm}
-    rep = evaluate(problems, solutions, sets, aggregations=("min", "last"), behaviours=beh, resamples=200,
-                   subsamples=5, baselines=("orm",))
+    rep = evaluate(problems, solutions, sets, EvalOptions(aggregations=("min", "last"), resamples=200, subsamples=5, baselines=("orm",)), behaviours=beh)
     return rep, problems, solutions, sets
 
 
@@ -65,7 +64,7 @@ def test_markdown_has_paper_rows(evaluated):
     assert "Easy (n=3)" in md and "Overall (n=9)" in md
     assert "## Every aggregation" in md and "(last)" in md
     header, rows = table_rows(rep)
-    assert len(rows) == 6
+    assert len(rows) == 8  # with the two score sets' weighted votes
 
 
 def test_candidate_steps_coloured_by_score():
