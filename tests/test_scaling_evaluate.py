@@ -179,3 +179,31 @@ def test_real_apps_pools_with_recorded_labels(shared_data, tmp_path):
     assert rep.method("oracle").cells["overall"].value >= rep.method("policy").cells["overall"].value
     write_report(rep, tmp_path, problems=problems, solutions=solutions, sample=2)
     assert "Oracle (pass@N)" in (tmp_path / "report.html").read_text()
+
+
+def test_weighted_vote_rows_pick_what_neither_vote_nor_prm_picks():
+    """One pool where plain vote and PRM argmax pick wrong candidates and the weighted vote a right one."""
+    problems = [make_problem("A", "easy")]
+    labels = [False, False, True, True, True, False, False, False, False]
+    solutions = make_pool("A", labels)
+    beh = dict(zip([s.id for s in solutions], ["A", "A", "B", "B", "B", "C", "C", "C", "C"], strict=True))
+    values = [0.95, 0.1, 0.7, 0.7, 0.72, 0.2, 0.2, 0.2, 0.2]
+    prm = [StepScores(s.id, "A", [0.99, v]) for s, v in zip(solutions, values, strict=True)]
+    rep = evaluate(problems, solutions, {"prm": prm}, EvalOptions(aggregations=("min", "mean"), resamples=20,
+                                                                 subsamples=9), behaviours=beh)
+    assert rep.method("majority").per_problem["A"] == 0.0
+    assert rep.method("prm/min").chosen["A"] == "A#0" and rep.method("prm/min").per_problem["A"] == 0.0
+    for name in ("prm/min/vote-sum", "prm/min/vote-mean", "prm/mean/vote-sum"):
+        assert rep.method(name).chosen["A"] == "A#4", name
+        assert rep.method(name).per_problem["A"] == 1.0
+    # The curve carries the weighted votes too: N=1 (all 9 singletons) is the policy, the full pool the table.
+    curve = rep.scaling["prm/min/vote-sum"]
+    assert curve[0]["value"] == pytest.approx(rep.method("policy").cells["overall"].value)
+    assert curve[-1]["n"] == 9 and curve[-1]["value"] == 1.0
+    names = {m.name for m in rep.table_methods()}
+    assert "prm/min/vote-sum" in names and "prm/min/vote-mean" not in names
+    # Without the vote's clusters there is no weighted vote; a bad weighting is a user error.
+    off = evaluate(problems, solutions, {"prm": prm}, EvalOptions(majority=False, resamples=10))
+    assert not any(m.vote for m in off.methods)
+    with pytest.raises(UserError, match="weighted vote"):
+        evaluate(problems, solutions, {"prm": prm}, EvalOptions(weighted_vote=("max",)), behaviours=beh)
