@@ -39,6 +39,7 @@ from dreamprm_code.scaling.metrics import (
     Comparison,
     Interval,
     bootstrap_ci,
+    lazy_tie_rng,
     mean_pass_at_k,
     paired_bootstrap,
     pass_at_k,
@@ -378,7 +379,7 @@ class _Selector:
 
     def choose(self, m: MethodResult, pid: str, idx: np.ndarray, rng_keys: tuple[str, ...]) -> int:
         """Position (within ``idx``) of the candidate a selecting method picks."""
-        rng = tie_rng(self.seed, m.name, pid, *rng_keys)
+        rng = lazy_tie_rng(self.seed, m.name, pid, *rng_keys)
         if m.name == MAJORITY:
             return majority_vote([self.behaviours[pid][i] for i in idx], rng)
         if m.vote is not None:

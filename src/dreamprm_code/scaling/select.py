@@ -137,9 +137,10 @@ def weighted_vote(
     if not clusters:
         return argmax_seeded(values, rng)
     groups = list(clusters.values())
-    weights = [vote_weight(float(v), how) for v in values]
-    totals = np.array([sum(weights[i] for i in g) for g in groups])
+    xs = np.asarray(values, dtype=float).tolist()
+    weights = [vote_weight(x, how) for x in xs]
+    totals = [sum(weights[i] for i in g) for g in groups]
     if weighting == "mean":
-        totals = totals / np.array([len(g) for g in groups])
+        totals = [t / len(g) for t, g in zip(totals, groups, strict=True)]
     group = groups[argmax_seeded(totals, rng)]
-    return group[argmax_seeded([values[i] for i in group], rng)]
+    return group[argmax_seeded([xs[i] for i in group], rng)]
