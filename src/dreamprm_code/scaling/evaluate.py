@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -242,17 +242,12 @@ class EvalOptions:
             if name in reserved or "/" in name:
                 raise UserError(f"score set name {name!r} is reserved or contains '/'; rename it")
         votes = tuple(self.weighted_vote) if self.majority else ()
-        return EvalOptions(
+        return replace(
+            self,
             aggregations=aggregations,
             primary_aggregation=primary,
-            majority=self.majority,
             weighted_vote=votes,
             baselines=tuple(self.baselines),
-            label=self.label,
-            seed=self.seed,
-            resamples=self.resamples,
-            subsamples=self.subsamples,
-            show_progress=self.show_progress,
         )
 
 
