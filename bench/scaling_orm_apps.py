@@ -23,7 +23,7 @@ from dreamprm_code.io import JsonlAppender
 from dreamprm_code.records import StepLabel, StepScores
 from dreamprm_code.report.write import write_report
 from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
-from dreamprm_code.scaling.evaluate import OVERALL, evaluate
+from dreamprm_code.scaling.evaluate import OVERALL, EvalOptions, evaluate
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
     t_score = time.perf_counter() - t0
 
     beh = compute_behaviours(test_probs, test_sols, cache=out / "behaviours.jsonl", workers=args.workers)
-    rep = evaluate(test_probs, test_sols, {"orm": scores}, aggregations=("last", "min", "mean"), behaviours=beh)
+    rep = evaluate(test_probs, test_sols, {"orm": scores}, EvalOptions(aggregations=("last", "min", "mean")), behaviours=beh)
     write_report(rep, out / "report", problems=test_probs, solutions=test_sols, score_sets={"orm": scores})
     policy = rep.method("policy").cells[OVERALL]
     c = rep.counts[OVERALL]

@@ -33,7 +33,7 @@ from dreamprm_code.prm.checkpoint import load_prm
 from dreamprm_code.prm.score import score_to_file
 from dreamprm_code.report.write import write_report
 from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
-from dreamprm_code.scaling.evaluate import OVERALL, evaluate
+from dreamprm_code.scaling.evaluate import OVERALL, EvalOptions, evaluate
 from dreamprm_code.scaling.scores import load_step_scores, parse_score_spec
 
 
@@ -82,7 +82,7 @@ def main() -> None:
         name, path = parse_score_spec(spec)
         sets[name] = load_step_scores(path)
     t0 = time.perf_counter()
-    rep = evaluate(problems, solutions, sets, behaviours=beh, label=args.label, resamples=args.resamples)
+    rep = evaluate(problems, solutions, sets, EvalOptions(label=args.label, resamples=args.resamples), behaviours=beh)
     t_eval = time.perf_counter() - t0
     write_report(rep, args.out, problems=problems, solutions=solutions, score_sets=sets)
 

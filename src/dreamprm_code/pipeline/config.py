@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
 
 PRESETS = ("demo", "cpu-study", "paper")
 
@@ -101,9 +102,7 @@ class TrainStageConfig(_Strict):
 
 
 class EvaluateStageConfig(_Strict):
-    aggregations: list[Literal["min", "mean", "last", "product", "logodds"]] = Field(
-        default_factory=lambda: ["min", "mean", "last", "product", "logodds"]
-    )
+    aggregations: list[Aggregation] = Field(default_factory=lambda: list(AGGREGATIONS))
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
     majority: bool = True

@@ -351,6 +351,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
         from dreamprm_code.report.tables import rich_table
         from dreamprm_code.report.write import write_report
         from dreamprm_code.scaling.behaviour import compute_behaviours
+        from dreamprm_code.scaling.evaluate import EvalOptions
         from dreamprm_code.scaling.evaluate import evaluate as evaluate_pools
 
         score_sets = {
@@ -363,10 +364,11 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
 
         report = evaluate_pools(
             eval_problems, eval_solutions, score_sets,
-            aggregations=config.evaluate.aggregations, seed=config.evaluate.seed,
-            majority=config.evaluate.majority, behaviour_fn=behaviours, resamples=config.evaluate.bootstrap,
-            baselines=[v for v in ("orm", "prm") if v in score_sets],
-            show_progress=show_progress,
+            EvalOptions(aggregations=config.evaluate.aggregations, seed=config.evaluate.seed,
+                        majority=config.evaluate.majority, resamples=config.evaluate.bootstrap,
+                        baselines=[v for v in ("orm", "prm") if v in score_sets],
+                        show_progress=show_progress),
+            behaviour_fn=behaviours,
         )
         report.settings["run"] = {
             "name": config.name, "run_dir": str(run.root), "labelled_problems": split["label"],

@@ -1,8 +1,8 @@
 """Scoring candidates: every step of every candidate, one forward pass per candidate.
 
 Candidates are batched by length under a token budget (rows x longest row), so short
-candidates do not pay for long ones' padding. ``aggregate`` turns a candidate's step scores into
-one number for best-of-N; the evaluation stage reuses it.
+candidates do not pay for long ones' padding. ``aggregate`` (owned by ``scaling.select``, re-exported
+here) turns a candidate's step scores into one number for best-of-N.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, get_args
 
 import torch
 
@@ -20,33 +19,10 @@ from dreamprm_code.prm.format import solution_steps, step_texts
 from dreamprm_code.prm.model import ProcessRewardModel
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepScores
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
 
-Aggregate = Literal["min", "mean", "last", "product", "logodds"]
-AGGREGATES: tuple[str, ...] = get_args(Aggregate)
-_EPS = 1e-6
-
-
-def aggregate(scores: Sequence[float], how: str = "min") -> float:
-    """One number per candidate from its step probabilities.
-
-    ``min``: the weakest step; ``mean``; ``last``: the final step (what an ORM would say);
-    ``product``: probability that every step is right, if independent; ``logodds``: the sum of
-    the steps' log-odds log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6].
-    """
-    if how not in AGGREGATES:
-        raise UserError(f"unknown aggregate {how!r}; choose one of {', '.join(AGGREGATES)}", field="aggregate")
-    if not scores:
-        return float("nan")
-    if how == "min":
-        return float(min(scores))
-    if how == "mean":
-        return float(sum(scores) / len(scores))
-    if how == "last":
-        return float(scores[-1])
-    if how == "product":
-        return float(math.prod(scores))
-    clipped = [min(max(p, _EPS), 1 - _EPS) for p in scores]
-    return float(sum(math.log(p / (1 - p)) for p in clipped))
+#: The same tuple as ``scaling.select.AGGREGATIONS``, under the name ``prm.train`` imports.
+AGGREGATES = AGGREGATIONS
 
 
 def _problem_map(problems: Mapping[str, Problem] | Sequence[Problem] | None) -> dict[str, Problem]:
