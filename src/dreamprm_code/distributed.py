@@ -138,6 +138,8 @@ class Fleet:
         start_timeout: float = 600.0,
     ) -> None:
         self._ray = ray
+        largest = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+        num_cpus = min(num_cpus, largest) if largest else num_cpus  # else no node could ever host one
         self._remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=max(1, slots))(cls)
         self._args = args
         self.slots = max(1, slots)
