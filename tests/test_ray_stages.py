@@ -132,6 +132,34 @@ def test_sandbox_actor_killed_mid_run_loses_nothing(cluster, tmp_path):
     assert sorted(ids) == sorted(s.id for s in sols) and len(ids) == len(set(ids))
 
 
+def test_a_node_lost_mid_run_loses_nothing(cluster, tmp_path):
+    node = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    sols = [slow(i) for i in range(15)]
+    out = tmp_path / "graded.jsonl"
+    done: dict = {}
+
+    def run() -> None:
+        try:  # one sandbox actor per CPU: one of the three lives on the node removed below
+            done["result"] = execute_solutions([SUM], sols, out, workers=1, progress=False, ray=RayOptions("auto"))
+        except BaseException as exc:
+            done["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and len(_ids(out)) >= 3):
+        time.sleep(0.05)
+    assert len(_ids(out)) < len(sols), "the run finished before the node could be removed"
+    cluster.remove_node(node, allow_graceful=False)  # its raylet and workers are killed
+    thread.join(120)
+    assert not thread.is_alive(), "the run did not finish after the node was lost"
+    assert "error" not in done, done.get("error")
+    assert [s.verdict for s in done["result"]] == ["pass"] * len(sols)
+    ids = _ids(out)
+    assert sorted(ids) == sorted(s.id for s in sols) and len(ids) == len(set(ids))
+
+
 def test_driver_killed_with_sigkill_resumes(cluster, tmp_path):
     problems, solutions, out = tmp_path / "problems.jsonl", tmp_path / "sols.jsonl", tmp_path / "graded.jsonl"
     sols = [slow(i) for i in range(16)]
