@@ -260,3 +260,34 @@ def test_without_ray_the_option_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(UserError, match="pip install 'dreamprm-code\\[ray\\]'"), ray_session("auto"):
         pass
+
+
+def test_the_pipeline_on_the_cluster_writes_the_in_process_outputs(cluster, tmp_path):
+    from dreamprm_code.pipeline.config import load_config
+    from dreamprm_code.pipeline.run import run_pipeline
+    from dreamprm_code.prm.testing import save_tiny_backbone
+    from test_pipeline_e2e import FakePolicyServer, write_setup
+
+    backbone = save_tiny_backbone(tmp_path / "tiny", hidden_size=32, layers=1)
+    server = FakePolicyServer()
+    try:
+        runs = {}
+        for name, ray_address in (("local", None), ("ray", "auto")):
+            cfg = write_setup(tmp_path, server.url, backbone, tmp_path / name, **{"train.variants": ["prm"]})
+            config = load_config(str(cfg), {"ray": ray_address} if ray_address else {})
+            run_pipeline(config, show_progress=False)
+            runs[name] = tmp_path / name
+    finally:
+        server.close()
+
+    def rows(path: Path, key: str, fields: tuple[str, ...]) -> list[tuple]:
+        recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return sorted(tuple([r[key], *(json.dumps(r.get(f), sort_keys=True) for f in fields)]) for r in recs)
+
+    for rel, key, fields in (("solutions/train.jsonl", "id", ("code", "verdict")),
+                             ("solutions/eval.jsonl", "id", ("code", "verdict")),
+                             ("labels/labels.jsonl", "solution_id", ("step_index", "mc_value"))):
+        assert rows(runs["ray"] / rel, key, fields) == rows(runs["local"] / rel, key, fields), rel
+    local = {r["solution_id"]: r["scores"] for r in map(json.loads, (runs["local"] / "scores/prm.jsonl").read_text().splitlines())}
+    remote = {r["solution_id"]: r["scores"] for r in map(json.loads, (runs["ray"] / "scores/prm.jsonl").read_text().splitlines())}
+    assert remote.keys() == local.keys() and all(remote[k] == pytest.approx(local[k], abs=1e-5) for k in local)
