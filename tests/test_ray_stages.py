@@ -102,6 +102,24 @@ def test_fleet_hands_work_to_the_free_actor(cluster):
     assert len({pids[k] for k in range(1, 7)}) == 1 and pids[1] != pids[0]
 
 
+def test_an_actor_that_cannot_load_is_one_user_error_not_endless_restarts(cluster):
+    class Broken:
+        def __init__(self) -> None:
+            raise UserError("no such policy 'nope'", field="policy")
+
+        def ready(self) -> bool:
+            return True
+
+    with ray_session("auto") as r:
+        fleet = Fleet(r, Broken, (), actors=2)
+        try:
+            with pytest.raises(UserError, match="failed to start.*no such policy 'nope'"):
+                list(fleet.call("ready", [1, 2]))
+            assert fleet.failures == 0
+        finally:
+            fleet.close()
+
+
 def test_sandbox_actor_killed_mid_run_loses_nothing(cluster, tmp_path):
     sols = [slow(i) for i in range(14)]
     out = tmp_path / "graded.jsonl"

@@ -202,6 +202,10 @@ class Fleet:
                 try:
                     self._ray.get(ref)
                 except RayActorError as exc:
+                    if getattr(exc, "actor_init_failed", False):  # its constructor raised: no retry helps
+                        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+                        raise UserError(f"a Ray actor failed to start: {lines[-1] if lines else exc}",
+                                        field="ray") from None
                     if actor in self._all:
                         self._lost(actor, exc)
                     continue
