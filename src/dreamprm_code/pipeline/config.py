@@ -99,6 +99,10 @@ class TrainStageConfig(_Strict):
     )
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
+    num_processes: int = Field(
+        1, ge=1, description="training processes (one per GPU): above 1 the pipeline runs `train` under "
+        "`accelerate launch --num_processes N` (DDP) and waits for it",
+    )
 
 
 class EvaluateStageConfig(_Strict):
@@ -126,6 +130,9 @@ class PipelineConfig(_Strict):
     train: TrainStageConfig = TrainStageConfig()
     evaluate: EvaluateStageConfig = EvaluateStageConfig()
     execution: ExecutionStageConfig = ExecutionStageConfig()
+    ray: str | None = Field(
+        None, description="run generate, label and score on Ray: auto, HOST:PORT, ray://HOST:PORT or local"
+    )
 
     @model_validator(mode="after")
     def _meta_settings(self) -> PipelineConfig:
