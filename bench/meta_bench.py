@@ -83,6 +83,7 @@ def _worker(mode: str, args: dict, queue) -> None:
         inner_step(prm, prm, batch, opt, corr, config, step)
         if step:  # the first step warms up kernels and allocator
             times.append(time.perf_counter() - t0)
+            print(f"{mode} step {step}: {times[-1]:.2f} s", flush=True)
             tokens.append(batch.num_tokens)
     out = {"mode": mode, "seconds": times, "tokens": tokens, "labels": n_labels,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -95,8 +96,8 @@ def _worker(mode: str, args: dict, queue) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="embedded:smollm2-135m-instruct")
-    ap.add_argument("--max-length", dest="max_length", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=16, help="timed steps (a multiple of the refresh interval)")
+    ap.add_argument("--max-length", dest="max_length", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps (a multiple of the refresh interval)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = vars(ap.parse_args())
