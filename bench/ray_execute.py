@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 
 from dreamprm_code.data import load_solutions
-from dreamprm_code.distributed import ExecActor, Fleet, RayOptions, execute_on_ray
+from dreamprm_code.distributed import (
+    LOOPBACK,
+    ExecActor,
+    Fleet,
+    RayOptions,
+    execute_on_ray,
+    pin_ray_to_loopback,
+)
 from dreamprm_code.execution import Executor, Limits
 from dreamprm_code.io import atomic_write_json
 from execution_agreement import pool_sets
@@ -88,6 +95,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=6.0)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args()
+    pin_ray_to_loopback()  # before Ray is imported: it reads the switch at import
     import ray
     from ray.cluster_utils import Cluster
 
@@ -107,7 +115,8 @@ def main() -> None:
     wall, base = local(items, limits, 1)
     add("local 1 (Executor, 1 worker)", wall, base)
     t = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": LOOPBACK})
     ray.init(address=cluster.address, log_to_driver=False)
     start_s = time.monotonic() - t
     try:
@@ -115,7 +124,7 @@ def main() -> None:
         per_task = dispatch_ms(limits)
         print(f"  Ray dispatch: {per_task:.2f} ms per task (empty batch, one actor)", flush=True)
         add("local 2 (Executor, 2 workers)", *local(items, limits, 2))
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
         cluster.wait_for_nodes()
         add("ray 2 nodes (2 actors x 1 worker)", *on_ray(items, limits))
     finally:

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from dreamprm_code.distributed import pin_ray_to_loopback
+
+# Before any test imports Ray (it reads the switch at import), and inherited by the CLIs tests start:
+# every Ray cluster a test starts listens on and talks to 127.0.0.1 only.
+pin_ray_to_loopback()
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DREAMPRM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

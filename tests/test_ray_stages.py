@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import test_labeling_support as support
-from dreamprm_code.distributed import Fleet, RayOptions, ray_session
+from dreamprm_code.distributed import LOOPBACK, LOOPBACK_ENV, Fleet, RayOptions, ray_session
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution import Executor
 from dreamprm_code.execution.commands import execute_solutions
@@ -42,9 +42,12 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     os.environ["PYTHONPATH"] = os.pathsep.join([SRC, str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1)
+    c = Cluster(initialize_head=True,
+                head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": LOOPBACK})
+    c.add_node(num_cpus=1, node_ip_address=LOOPBACK)
     ray.init(address=c.address, log_to_driver=False)
+    assert c.address.startswith(f"{LOOPBACK}:")
+    assert [n["NodeManagerAddress"] for n in ray.nodes()] == [LOOPBACK, LOOPBACK]
     ray.cloudpickle.register_pickle_by_value(support)
     try:
         yield c
@@ -151,7 +154,7 @@ def test_sandbox_actor_killed_mid_run_loses_nothing(cluster, tmp_path):
 
 
 def test_a_node_lost_mid_run_loses_nothing(cluster, tmp_path):
-    node = cluster.add_node(num_cpus=1)
+    node = cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
     cluster.wait_for_nodes()
     sols = [slow(i) for i in range(15)]
     out = tmp_path / "graded.jsonl"
@@ -278,6 +281,20 @@ def test_without_ray_the_option_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(UserError, match="pip install 'dreamprm-code\\[ray\\]'"), ray_session("auto"):
         pass
+
+
+def test_ray_local_binds_and_advertises_loopback_only():
+    """``--ray local`` in a fresh process (without this suite's pinned env) starts a private
+    instance whose node, GCS and driver all use 127.0.0.1."""
+    code = ("from dreamprm_code.distributed import ray_session\n"
+            "with ray_session('local') as r:\n"
+            "    print(r.get_runtime_context().gcs_address, [n['NodeManagerAddress'] for n in r.nodes()])\n")
+    env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV and k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = SRC
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0].startswith(f"{LOOPBACK}:"), out.stdout
+    assert out.stdout.strip().endswith(f"['{LOOPBACK}']"), out.stdout
 
 
 def test_the_pipeline_on_the_cluster_writes_the_in_process_outputs(cluster, tmp_path):

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import collections
 import math
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,15 +72,40 @@ def require_ray() -> Any:
     return ray
 
 
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {
+    # Ray's "use the loopback IP as this node's address" switch (its macOS/Windows default);
+    # without it Ray rewrites 127.0.0.1 to the machine's interface address on connect.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # No usage reports and no cloud-metadata probes (169.254.169.254) from a private cluster.
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def pin_ray_to_loopback() -> None:
+    """Make the Ray clusters this process starts, and its drivers, use 127.0.0.1 only, so a
+    private cluster never listens on or sends to another address; for single-machine clusters
+    only (a driver pinned this way cannot join a multi-machine cluster)."""
+    os.environ.update(LOOPBACK_ENV)
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray already imported: the env var was read at import
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextmanager
 def ray_session(address: str) -> Iterator[Any]:
-    """Ray, connected to ``address`` for the block (shut down after it, unless it was already up)."""
+    """Ray, connected to ``address`` for the block (shut down after it, unless it was already up);
+    ``local`` starts a private instance on 127.0.0.1 only."""
+    local = address in (None, "local")
     ray = require_ray()
     owns = False
     if not ray.is_initialized():
-        target = None if address in (None, "local") else address
+        if local:
+            pin_ray_to_loopback()
+        # "local", not None: None would join whatever Ray instance already runs on this machine.
+        where = {"address": "local", "_node_ip_address": LOOPBACK} if local else {"address": address}
         try:
-            ray.init(address=target, log_to_driver=False, include_dashboard=False)
+            ray.init(log_to_driver=False, include_dashboard=False, **where)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot reach Ray at '{address}': {exc}", field="ray") from None
         owns = True
