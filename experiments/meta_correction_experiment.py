@@ -61,8 +61,9 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from dreamprm_code.data import data_dir
+
+DATA = data_dir()
 MODES = ("none", "weights", "labels")
 
 # --- data -----------------------------------------------------------------------------------

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DREAMPRM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from dreamprm_code.data import data_dir
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real problem sets and pools; tests that need them skip when a clone has none."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set DREAMPRM_SHARED_DATA)")
-    return SHARED_DATA
+    path = data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set DREAMPRM_DATA)")
+    return path
 
 
 @pytest.fixture(scope="module")
