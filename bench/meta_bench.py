@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DREAMPRM_DATA", ROOT.parent / "shared" / "data"))
+from dreamprm_code.data import data_dir
+
+DATA = data_dir()
 
 
 def real_examples(n: int, fmt):

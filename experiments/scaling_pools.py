@@ -5,14 +5,14 @@ the same run on the same problems; the ratio and the paired bootstrap verdict fo
 Verdicts come from the sandboxed execution stage (cached in OUT/exec-cache.jsonl), majority
 behaviour likewise (OUT/behaviours.jsonl), so a second run only re-does the statistics.
 
-    python bench/scaling_pools.py --problems apps-stdin:../shared/data/apps-150/problems.jsonl \
-        --solutions ../shared/data/pools/apps-mapcoder --out runs/bench-apps [--scores NAME=FILE ...]
+    python experiments/scaling_pools.py --problems apps-stdin:$DREAMPRM_DATA/apps-150/problems.jsonl \
+        --solutions $DREAMPRM_DATA/pools/apps-mapcoder --out runs/bench-apps [--scores NAME=FILE ...]
 
 ``--prm NAME=DIR`` scores every candidate with a trained checkpoint first (resumable, into
 ``OUT/scores-NAME.jsonl``), e.g. the models of a pipeline run trained on other problems;
 ``--max-problems N`` evaluates a seeded sample of N problems (scoring on a CPU is the cost).
 
-    python bench/scaling_pools.py --problems humaneval --solutions ../shared/data/pools/humaneval-mapcoder \
+    python experiments/scaling_pools.py --problems humaneval --solutions $DREAMPRM_DATA/pools/humaneval-mapcoder \
         --out runs/bench-he-prm --max-problems 40 --prm ORM=runs/cpu-study/models/orm \
         --prm PRM=runs/cpu-study/models/prm --prm DreamPRM-Code=runs/cpu-study/models/prm-labels \
         --exclude-problems runs/cpu-study/problems/train.jsonl

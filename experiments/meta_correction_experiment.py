@@ -39,7 +39,7 @@ labels with ``--noise`` flipped (after rounding to 0/1 at 0.5) or, with ``--few 
 non-final label re-drawn from K of its rollouts (hypergeometric: K of the R rollouts without
 replacement), i.e. a few-rollout estimate of the same prefix.
 
-    python -u bench/meta_correction_experiment.py --seeds 1 --json /tmp/corr.json
+    python -u experiments/meta_correction_experiment.py --seeds 1 --json /tmp/corr.json
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from dreamprm_code.data import data_dir
+
+DATA = data_dir()
 MODES = ("none", "weights", "labels")
 
 # --- data -----------------------------------------------------------------------------------
