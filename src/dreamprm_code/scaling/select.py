@@ -94,10 +94,7 @@ def majority_vote(behaviours: Sequence[Hashable | None], rng: np.random.Generato
     """
     if len(behaviours) == 0:
         raise ValueError("no candidates to choose from")
-    clusters: dict[Hashable, list[int]] = {}
-    for i, b in enumerate(behaviours):
-        if b is not None:
-            clusters.setdefault(b, []).append(i)
+    clusters = behaviour_clusters(behaviours)
     if not clusters:
         return int(rng.integers(len(behaviours)))
     groups = list(clusters.values())
@@ -105,6 +102,15 @@ def majority_vote(behaviours: Sequence[Hashable | None], rng: np.random.Generato
     best = np.flatnonzero(sizes == sizes.max())
     group = groups[int(best[0]) if len(best) == 1 else int(rng.choice(best))]
     return group[0] if len(group) == 1 else int(rng.choice(group))
+
+
+def behaviour_clusters(behaviours: Sequence[Hashable | None]) -> dict[Hashable, list[int]]:
+    """Candidate indices by behaviour, in first-seen order; ``None`` (crashed) joins no cluster."""
+    clusters: dict[Hashable, list[int]] = {}
+    for i, b in enumerate(behaviours):
+        if b is not None:
+            clusters.setdefault(b, []).append(i)
+    return clusters
 
 
 def weighted_vote(
@@ -130,10 +136,7 @@ def weighted_vote(
         raise UserError(f"unknown vote weighting {weighting!r}; choose one of {', '.join(VOTE_WEIGHTINGS)}")
     if len(behaviours) == 0:
         raise ValueError("no candidates to choose from")
-    clusters: dict[Hashable, list[int]] = {}
-    for i, b in enumerate(behaviours):
-        if b is not None:
-            clusters.setdefault(b, []).append(i)
+    clusters = behaviour_clusters(behaviours)
     if not clusters:
         return argmax_seeded(values, rng)
     groups = list(clusters.values())
