@@ -9,7 +9,7 @@
   (b)   - in-process ``exec`` with no isolation at all (the ceiling),
 with (a) run over the same number of parallel workers as ours, (b) on one core; ours once per
 ``--bounds`` entry (the memory bound of each candidate's process tree; repeat entries to interleave).
-``end2end``: statistics of a finished agreement run (bench/execution_agreement.py): candidates,
+``end2end``: statistics of a finished agreement run (experiments/execution_agreement.py): candidates,
 tests run, candidates/s and tests/s over its wall time, and the share of candidate time spent
 in timed-out candidates.
 """
@@ -29,16 +29,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dreamprm_code.data import load_problems, load_solutions
+from dreamprm_code.data import data_path, load_problems, load_solutions
 from dreamprm_code.execution import Executor, Limits
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def correct_humaneval(n: int) -> list[tuple]:
     problems = load_problems("humaneval")
     by_id = {p.id: p for p in problems}
-    sols = load_solutions(DATA / "pools" / "humaneval-mapcoder", problems=problems)
+    sols = load_solutions(data_path("pools", "humaneval-mapcoder"), problems=problems)
     good = [(by_id[s.problem_id], s.code) for s in sols if s.meta.get("recorded_is_solved") is True]
     return good[:n]
 

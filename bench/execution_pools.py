@@ -3,8 +3,8 @@
     python bench/execution_pools.py [--workers 2] [--timeout 6] [--limit N] [--every K] [--out FILE.json]
                                     [--bounds auto,off,...]
 
-Every candidate of ``../shared/data/pools`` (HumanEval pools against ``humaneval``, APPS pools
-against ``apps-stdin`` with the tests their labels were made on; see execution_agreement.py),
+Every candidate of the data folder's ``pools`` (HumanEval pools against ``humaneval``, APPS pools
+against ``apps-stdin`` with the tests their labels were made on; see ``dreamprm_code.data.pools``),
 6 s per test, stop at a candidate's first failing test, graded three ways in the same run:
 
   ours - the Executor (persistent bwrap workers, fork per candidate), no result cache; once per
@@ -38,16 +38,15 @@ from pathlib import Path
 
 import psutil
 
-from dreamprm_code.data import load_solutions
+from dreamprm_code.data import data_dir, load_solutions
+from dreamprm_code.data.pools import mapcoder_pools
 from dreamprm_code.execution import Executor, Limits
 from dreamprm_code.execution.verdicts import expected_text
 from dreamprm_code.execution.worker.compare import compare_stdout
 from dreamprm_code.execution.worker.harness import LCB_PRELUDE
 from dreamprm_code.io import atomic_write_json
-from execution_agreement import pool_sets
 from execution_bench import program
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MEMORY_MB = Limits().memory_mb
 
 
@@ -249,7 +248,7 @@ def summary(name: str, results: list[dict], wall: float, peak: int, workers: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=6.0)
     ap.add_argument("--limit", type=int, default=0, help="only the first N candidates (a smoke run)")
@@ -260,7 +259,7 @@ def main() -> None:
                     "(auto, cgroup2, cgroup1, watchdog, off)")
     args = ap.parse_args()
     items = []
-    for problems, folder in pool_sets(args.data).values():
+    for problems, folder in mapcoder_pools(args.data).values():
         for path in sorted(folder.glob("*.jsonl")):
             by_id = {p.id: p for p in problems}
             items += [(by_id[s.problem_id], s.code) for s in load_solutions(path, problems=problems)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from dreamprm_code.data import data_dir, data_path
 
 
 def random_backbone(files: Path, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
@@ -53,8 +53,8 @@ def pool_data(data: Path, max_candidates: int):
     from dreamprm_code.data import load_problems, load_solutions, recorded_verdict
     from dreamprm_code.records import StepLabel
 
-    problems = {p.id: p for p in load_problems(f"apps:{data / 'apps-150' / 'problems.jsonl'}")}
-    sols = load_solutions(data / "pools" / "apps-mapcoder", problems.values())
+    problems = {p.id: p for p in load_problems(f"apps:{data_path('apps-150', 'problems.jsonl', root=data)}")}
+    sols = load_solutions(data_path("pools", "apps-mapcoder", root=data), problems.values())
     for s in sols:
         s.verdict = s.verdict or recorded_verdict(s)
         s.steps = s.steps or split_steps(s.code)
@@ -189,7 +189,7 @@ def step_costs(backbone: Path, labels, meta, problems, *, precision: str, lora_r
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-files", type=Path, required=True, help="config.json + tokenizer of the architecture")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/gpu-paths"))
     ap.add_argument("--steps", type=int, default=26)
     ap.add_argument("--batch", type=int, default=8)
@@ -240,7 +240,7 @@ def main() -> None:
         return
     from dreamprm_code.data import load_solutions
 
-    sols = [s for s in load_solutions(args.data / "pools" / "apps-mapcoder", problems.values()) if s.code.strip()]
+    sols = [s for s in load_solutions(data_path("pools", "apps-mapcoder", root=args.data), problems.values()) if s.code.strip()]
     scoring = score_once(args.work / "prm-bf16-8-labels", problems, sols[:400])
     print(f"RESULT scoring (bf16, LoRA merged): {scoring['candidates']} candidates in {scoring['seconds']:.1f} s = "
           f"{scoring['candidates_per_s']:.1f} candidates/s", flush=True)

@@ -203,7 +203,7 @@ def test_amortised_update_with_a_fresh_v_is_the_exact_hypergradient(tokenizer):
     n = int(batch.label_ids.max()) + 1
     eta = 0.5
     corr = make_correction("labels", torch.full((n,), 0.5), {"preconditioner": "sgd", "inner_lr": eta, "balance": False,
-                                                              "sweep": False, "jvp": "forward"},
+                                                              "sweep": False, "jvp": "forward", "scope": "all"},
                            meta_batches=iter([meta]), logits_fn=logits64, meta_fn=meta64)
     model.eval()
     z = logits64(model, batch)
@@ -225,6 +225,44 @@ def test_amortised_update_with_a_fresh_v_is_the_exact_hypergradient(tokenizer):
     corr.correct(model, batch, z.detach())
     moved = corr.param - before
     touched = torch.unique(ids[ids >= 0])
+    assert torch.equal(torch.sign(moved[touched]).double(), -torch.sign(exact[touched]))
+
+
+def test_head_scope_is_exact_when_only_the_head_trains(tokenizer):
+    """scope="head" uses the head's block of the hypergradient (features of the training pass, a
+    meta gradient without a backbone graph); with a frozen backbone that block is all of it."""
+    from dreamprm_code.meta.hypergrad import train_loss
+
+    torch.manual_seed(0)
+    model = _prm(tokenizer, dtype=torch.float64)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head."))
+    rng = random.Random(13)
+    batch = _batch(rng, 4, len(tokenizer))
+    meta = _batch(rng, 5, len(tokenizer), meta=True)
+    n = int(batch.label_ids.max()) + 1
+    eta = 0.5
+    corr = make_correction("labels", torch.full((n,), 0.5), {"preconditioner": "sgd", "inner_lr": eta, "balance": False,
+                                                              "sweep": False, "scope": "head"},
+                           meta_batches=iter([meta]), logits_fn=logits64, meta_fn=meta64)
+    model.eval()
+    h = model.hidden_states(batch.input_ids, batch.attention_mask)[batch.step_batch_index, batch.step_token_index]
+    z = model.head(h)
+    t, _ = corr.targets(batch)
+    train_loss(z, t.double()).backward()
+    corr.refresh(model, None, 0)
+    for p in model.parameters():
+        p.grad = None
+    look = lookahead(model, batch, t.double(), None, meta, eta, logits_fn=logits64, meta_fn=meta64, method="forward")
+    exact = corr.grad_of(look.jvp, look.dl_dz, look.dl_dzdy, look.scale, batch)
+    _, dz = corr._head_jvp(model, h.detach())
+    assert torch.allclose(dz.double(), look.jvp, rtol=1e-5, atol=1e-8)
+    before = corr.param.clone()
+    log = corr.correct(model, batch, z.detach(), h.detach())
+    assert log["jvp_method"] == "head"
+    ids = batch.label_ids
+    touched = torch.unique(ids[ids >= 0])
+    moved = corr.param - before
     assert torch.equal(torch.sign(moved[touched]).double(), -torch.sign(exact[touched]))
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dreamprm_code.distributed import RayOptions, as_options, execute_on_ray
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution.limits import Limits
 from dreamprm_code.execution.verdicts import Executor
@@ -29,12 +30,15 @@ def execute_solutions(
     fmt: str = "ours",
     memory_bound: str = "auto",
     progress: bool = True,
+    ray: str | RayOptions | None = None,
 ) -> list[Solution]:
     """Grade every solution and append it, with ``verdict``/``result`` filled, to ``out``.
 
     ``out`` is an append-only JSONL log keyed by solution id, so a killed run resumes where it
     stopped; ``fmt="lcb"`` also writes LiveCodeBench's ``_eval_all`` JSON (``question_id``,
     ``code_list``, ``graded_list``, ``pass@1``, ``metadata``) next to it (``out`` with ``.lcb.json``).
+    ``ray``: run on a Ray cluster instead (:func:`dreamprm_code.distributed.execute_on_ray`;
+    ``workers`` is then per actor, and ``cache_dir`` is not used: ``out`` is the log).
     """
     if fmt not in ("ours", "lcb"):
         raise UserError(f"unknown format {fmt!r}; use ours or lcb", field="format")
@@ -45,18 +49,23 @@ def execute_solutions(
     log = JsonlAppender(out, key=lambda r: r["id"])
     graded = {r["id"]: Solution.from_dict(r) for r in log.records}
     todo = [s for s in solutions if s.id not in log.done]
+
+    def write(i: int, res: ExecResult) -> None:
+        sol = todo[i]
+        sol.verdict = res.verdict
+        sol.result = res
+        log.append(sol.to_dict())
+        graded[sol.id] = sol
+
+    pairs = [(by_id[s.problem_id], s.code) for s in todo]
     try:
-        with Executor(limits, workers=workers, cache_dir=cache_dir, sandbox=sandbox,  # type: ignore[arg-type]
-                      memory_bound=memory_bound) as ex:  # type: ignore[arg-type]
-
-            def write(i: int, res: ExecResult) -> None:
-                sol = todo[i]
-                sol.verdict = res.verdict
-                sol.result = res
-                log.append(sol.to_dict())
-                graded[sol.id] = sol
-
-            ex.run_many([(by_id[s.problem_id], s.code) for s in todo], progress=progress, on_result=write)
+        if ray is not None:
+            execute_on_ray(as_options(ray), pairs, write, limits=limits or Limits(), workers=workers or 1,
+                           sandbox=sandbox, progress=progress)
+        else:
+            with Executor(limits, workers=workers, cache_dir=cache_dir, sandbox=sandbox,  # type: ignore[arg-type]
+                          memory_bound=memory_bound) as ex:  # type: ignore[arg-type]
+                ex.run_many(pairs, progress=progress, on_result=write)
     finally:
         log.close()
     ordered = [graded[s.id] for s in solutions if s.id in graded]
@@ -146,6 +155,8 @@ def execute_command(
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, bwrap, or rlimits (no file-system isolation); "
                                 "each with the tree bound of --memory-bound"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="result cache shared across runs"),
+    ray: str | None = typer.Option(None, "--ray", help="run on Ray: auto, HOST:PORT, ray://HOST:PORT or local"),
+    ray_actors: int | None = typer.Option(None, "--ray-actors", help="sandbox actors on Ray (default: CPUs / workers)"),
 ) -> None:
     """Run candidate solutions against their problems' tests in the sandbox and record verdicts."""
     from dreamprm_code.data import load_problems, load_solutions
@@ -155,7 +166,7 @@ def execute_command(
     limits = Limits(timeout=timeout, memory_mb=memory_mb, tree_memory_mb=tree_memory_mb, stop_at_first_failure=not all_tests,
                     cpu_grace=not strict_wall_clock)
     graded = execute_solutions(probs, sols, out, limits=limits, workers=workers, sandbox=sandbox,
-                               cache_dir=cache_dir, fmt=fmt, memory_bound=memory_bound)
+                               cache_dir=cache_dir, fmt=fmt, memory_bound=memory_bound, ray=as_options(ray, ray_actors))
     console = Console()
     console.print(summary_table(graded))
     console.print(f"wrote {len(graded)} graded solutions to {out}" + (f" and {out}.lcb.json" if fmt == "lcb" else ""))

@@ -63,6 +63,7 @@ from dreamprm_code.meta.hypergrad import (
 
 Mode = Literal["labels", "weights", "none"]
 JvpMethod = Literal["auto", "forward", "fd", "fd1"]
+Scope = Literal["head", "all"]
 Normaliser = Literal["entry", "global"]
 Preconditioner = Literal["adam", "sgd"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -93,6 +94,9 @@ class CorrectionConfig:
     preconditioner: Preconditioner = _opt(
         "adam", "adam: the look-ahead and v use the inner Adam's second moment, as the real inner step; sgd: plain"
     )
+    scope: Scope = _opt(
+        "head", "hypergradient through the head's parameters (last layer: no extra pass) or all trainable ones "
+        "(one extra forward pass per step and a meta backward through the backbone)")
     sweep: bool = _opt(True, "at each refresh, move every label seen so far along the head part of its hypergradient")
     balance: bool = _opt(True, "class-balanced meta loss: passing and failing solutions carry half each")
     prior: float = _opt(
@@ -114,6 +118,7 @@ class CorrectionConfig:
             ("jvp", self.jvp in get_args(JvpMethod), f"one of {', '.join(get_args(JvpMethod))}"),
             ("normaliser", self.normaliser in get_args(Normaliser), "entry or global"),
             ("preconditioner", self.preconditioner in get_args(Preconditioner), "adam or sgd"),
+            ("scope", self.scope in get_args(Scope), "head or all"),
             ("meta_lr", math.isfinite(self.meta_lr) and self.meta_lr > 0, "positive"),
             ("refresh", int(self.refresh) >= 1, "at least 1"),
             ("batch_size", int(self.batch_size) >= 1, "at least 1"),
@@ -384,6 +389,14 @@ class Correction:
         if self._v is None:
             return {}
         t0 = time.perf_counter()
+        if self.config.scope == "head" and features is not None:
+            head_jvp = self._head_jvp(model, features)
+            if head_jvp is None:
+                return {}
+            g = self._value_grad(z.detach().float().cpu(), head_jvp[1], batch)
+            log = self._apply(ids, g)
+            log.update(jvp_method="head", correct_seconds=time.perf_counter() - t0)
+            return log
         theta = trainable_parameters(model)
         was = model.training
         method = self._jvp_method
@@ -429,11 +442,15 @@ class Correction:
         meta_batch = next(self.meta_batches)  # type: ignore[arg-type]
         self.meta_batches_used += 1
         meta_batch = meta_batch.to(next(model.parameters()).device) if hasattr(meta_batch, "to") else meta_batch
+        wrt = None
+        if self.config.scope == "head":
+            prefix = _head_prefix(model)
+            wrt = [n for n in new if prefix is not None and n.startswith(prefix)] or None
         was = model.training
         model.eval()
         try:
-            v, meta_loss = meta_gradient(model, new, meta_batch, meta_fn=self.meta_fn,
-                                         micro_batch=self._micro_batch(model), balance=self.config.balance)
+            v, meta_loss = meta_gradient(model, new, meta_batch, meta_fn=self.meta_fn, wrt=wrt,
+                                         micro_batch=0 if wrt else self._micro_batch(model), balance=self.config.balance)
         finally:
             model.train(was)
         if pre is not None:
@@ -468,31 +485,38 @@ class Correction:
         self._z[ids[mask]] = z.detach().float().cpu()[mask]
         self._seen[ids[mask]] = True
 
+    def _head_jvp(self, model: nn.Module, features: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(z, <v_head, dz/dtheta_head>)`` for rows of step features: the head's logits and its part of the JVP."""
+        head = getattr(model, "head", None)
+        prefix = _head_prefix(model)
+        if head is None or prefix is None or self._v is None or not any(n.startswith(prefix) for n in self._v):
+            return None
+        from torch.func import functional_call, jvp
+
+        params = {k: p.detach() for k, p in head.named_parameters()}
+        tangents = {k: self._v.get(prefix + k, torch.zeros_like(p, dtype=torch.float32)).to(p.dtype)
+                    for k, p in params.items()}
+        dtype = next(iter(params.values())).dtype
+        feats = features.detach().to(next(head.parameters()).device, dtype)
+        with torch.no_grad():
+            z, dz = jvp(lambda p: functional_call(head, p, (feats,)).flatten(), (params,), (tangents,))
+        return z.float().cpu(), dz.float().cpu()
+
     def _sweep(self, model: nn.Module) -> dict[str, Any]:
         """Every label seen so far, along the head part of its hypergradient (cached features)."""
-        head = getattr(model, "head", None)
-        if head is None or self._features is None or self._v is None:
+        if self._features is None:
             return {}
-        prefix = next((f"{name}." for name, m in model.named_modules() if m is head), None)
-        if prefix is None or not any(n.startswith(prefix) for n in self._v):
-            return {}
-        head_params = {k: p.detach() for k, p in head.named_parameters()}
-        tangents = {k: self._v.get(prefix + k, torch.zeros_like(p, dtype=torch.float32)).to(p.dtype) for k, p in head_params.items()}
         idx = torch.nonzero(self._seen & ~self.fixed).flatten()
         if idx.numel() == 0:
             return {}
-        feats = self._features[idx].to(next(head.parameters()).device)
-        from torch.func import functional_call, jvp
-
-        with torch.no_grad():
-            z, dz = jvp(lambda p: functional_call(head, p, (feats.to(next(iter(p.values())).dtype),)).flatten(),
-                        (head_params,), (tangents,))
-        z, dz = z.float().cpu(), dz.float().cpu()
+        head_jvp = self._head_jvp(model, self._features[idx])
+        if head_jvp is None:
+            return {}
+        z, dz = head_jvp
         y = self.param[idx] if self.mode == "labels" else self.init[idx]
         dl_dz, dl_dzdy = loss_derivatives(z, y, self.loss)
         g = dl_dzdy * dz if self.mode == "labels" else dl_dz * dz
-        log = self._apply(idx, g.double(), key="sweep")
-        return log
+        return self._apply(idx, g.double(), key="sweep")
 
     def _value_grad(self, z: Tensor, dz: Tensor, batch: Any) -> Tensor:
         """Per-step d L_meta / d(value), up to the positive factor eta / B shared by every step."""
@@ -701,6 +725,12 @@ class Correction:
             for _ in range(used - self.meta_batches_used):
                 next(self.meta_batches)
         self.meta_batches_used = used
+
+
+def _head_prefix(model: nn.Module) -> str | None:
+    """The parameter-name prefix of ``model.head`` (``"head."``), or None without a head."""
+    head = getattr(model, "head", None)
+    return next((f"{name}." for name, m in model.named_modules() if m is head and name), None)
 
 
 def _has_active_dropout(model: nn.Module) -> bool:

@@ -336,16 +336,20 @@ def meta_gradient(
     meta_fn: MetaFn = default_meta_fn,
     micro_batch: int = 0,
     balance: bool = True,
+    wrt: Sequence[str] | None = None,
 ) -> tuple[dict[str, Tensor], float]:
     """``v = grad L_meta`` at the trainable parameters ``params`` (theta'), and ``L_meta`` there.
 
     The meta loss is a sum over solutions divided once by their count, so it is accumulated over
     micro-batches of ``micro_batch`` sequences (0: the whole batch) to the same value; with
-    ``balance`` the class weights come from the whole batch's counts.
+    ``balance`` the class weights come from the whole batch's counts. ``wrt``: the names to
+    differentiate (default all); the others enter detached, so no graph is built through the
+    layers below the first of ``wrt`` (the head only: a forward pass without a backbone graph).
     """
     chunks = split_batch(meta_batch, micro_batch)
     counts = _meta_class_counts(meta_batch) if balance else None
-    names = list(params)
+    names = list(params) if wrt is None else list(wrt)
+    params = {n: (t if n in names else t.detach()) for n, t in params.items()}
     v_sum: list[Tensor | None] = [None] * len(names)
     meta_sum, n_meta = 0.0, 0
     for chunk, _ in chunks:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
 
 PRESETS = ("demo", "cpu-study", "paper")
 
@@ -98,12 +99,14 @@ class TrainStageConfig(_Strict):
     )
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
+    num_processes: int = Field(
+        1, ge=1, description="training processes (one per GPU): above 1 the pipeline runs `train` under "
+        "`accelerate launch --num_processes N` (DDP) and waits for it",
+    )
 
 
 class EvaluateStageConfig(_Strict):
-    aggregations: list[Literal["min", "mean", "last", "product", "logodds"]] = Field(
-        default_factory=lambda: ["min", "mean", "last", "product", "logodds"]
-    )
+    aggregations: list[Aggregation] = Field(default_factory=lambda: list(AGGREGATIONS))
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
     majority: bool = True
@@ -127,6 +130,9 @@ class PipelineConfig(_Strict):
     train: TrainStageConfig = TrainStageConfig()
     evaluate: EvaluateStageConfig = EvaluateStageConfig()
     execution: ExecutionStageConfig = ExecutionStageConfig()
+    ray: str | None = Field(
+        None, description="run generate, label and score on Ray: auto, HOST:PORT, ray://HOST:PORT or local"
+    )
 
     @model_validator(mode="after")
     def _meta_settings(self) -> PipelineConfig:

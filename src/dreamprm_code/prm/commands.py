@@ -133,6 +133,8 @@ def score_command(
     batch_tokens: int = typer.Option(16384, "--batch-tokens", help="padded tokens per forward pass"),
     chunk: int = typer.Option(64, "--chunk", help="candidates scored (and saved) per chunk"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)"),
+    ray: str | None = typer.Option(None, "--ray", help="score on Ray PRM actors: auto, HOST:PORT, ray://HOST:PORT, local"),
+    ray_actors: int | None = typer.Option(None, "--ray-actors", help="PRM actors on Ray (default: one per GPU, else per node)"),
 ) -> None:
     """Score every step of every candidate with a PRM (one forward pass per candidate)."""
     import torch
@@ -143,8 +145,11 @@ def score_command(
 
     probs = load_problems(problems)
     sols = load_solutions(solutions, probs)
-    model = load_prm(prm, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    done = score_to_file(model, probs, sols, out, batch_tokens=batch_tokens, chunk=chunk)
+    from dreamprm_code.distributed import as_options
+
+    ray_opts = as_options(ray, ray_actors)
+    model = prm if ray_opts else load_prm(prm, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    done = score_to_file(model, probs, sols, out, batch_tokens=batch_tokens, chunk=chunk, ray=ray_opts)
     console.print(f"{len(sols)} candidates, {len(sols) - done} were already scored")
     console.print(f"step scores: {out}")
 

@@ -37,9 +37,10 @@ from dreamprm_code.prm.data import (
     examples_from_solutions,
 )
 from dreamprm_code.prm.model import ProcessRewardModel, build_prm
-from dreamprm_code.prm.score import AGGREGATES, Aggregate, aggregate, score_examples
+from dreamprm_code.prm.score import AGGREGATES, aggregate, score_examples
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
+from dreamprm_code.scaling.select import Aggregation
 
 Loss = Literal["bce", "mse"]
 Precision = Literal["fp32", "bf16"]
@@ -83,7 +84,7 @@ class TrainConfig:
     gradient_checkpointing: bool = _opt(False, "trade compute for memory on long sequences")
     val_fraction: float = _opt(0.1, "share of problems held out for validation when no eval set is given")
     eval_each_epoch: bool = _opt(True, "validate after every epoch")
-    eval_aggregate: Aggregate = _opt("min", "how best-of-N validation ranks candidates (see score.aggregate)")
+    eval_aggregate: Aggregation = _opt("min", "how best-of-N validation ranks candidates (see score.aggregate)")
     eval_batch_tokens: int = _opt(16384, "token budget of a validation batch")
     save_every: int = _opt(50, "save the resumable state every N optimizer steps (and each epoch end)")
 

@@ -27,6 +27,10 @@ def evaluate_command(
         False, "--execute", help="run candidates that lack a verdict on all tests first (cached in OUT)"
     ),
     majority: bool = typer.Option(True, "--majority/--no-majority", help="majority vote over execution behaviour"),
+    weighted_vote: list[str] = typer.Option(
+        ["sum", "mean"], "--weighted-vote", help="PRM-weighted vote over the vote's clusters: sum, mean; repeatable"
+    ),
+    no_weighted_vote: bool = typer.Option(False, "--no-weighted-vote", help="no PRM-weighted vote rows"),
     vote_tests: int = typer.Option(3, "--vote-tests", help="tests (public first) whose outputs define behaviour"),
     workers: int = typer.Option(2, "--workers", help="parallel sandboxed runs for the majority vote"),
     seed: int = typer.Option(0, "--seed"),
@@ -40,7 +44,7 @@ def evaluate_command(
     from dreamprm_code.report.tables import rich_pass_at_k, rich_table
     from dreamprm_code.report.write import write_report
     from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
-    from dreamprm_code.scaling.evaluate import evaluate
+    from dreamprm_code.scaling.evaluate import EvalOptions, evaluate
     from dreamprm_code.scaling.scores import load_step_scores, parse_score_spec
 
     probs = load_problems(problems)
@@ -64,21 +68,19 @@ def evaluate_command(
             cache=out / "behaviours.jsonl",
             workers=workers,
         )
-    report = evaluate(
-        probs,
-        sols,
-        score_sets,
+    options = EvalOptions(
         aggregations=tuple(aggregation),
-        seed=seed,
+        primary_aggregation=primary,
         majority=majority,
-        behaviours=behaviours,
+        weighted_vote=() if no_weighted_vote else tuple(weighted_vote),
+        baselines=tuple(baseline),
         label=label,
+        seed=seed,
         resamples=resamples,
         subsamples=subsamples,
-        primary_aggregation=primary,
-        baselines=tuple(baseline),
         show_progress=True,
     )
+    report = evaluate(probs, sols, score_sets, options, behaviours=behaviours)
     out_console = Console() if Console().is_terminal else Console(width=200)  # stdout: pipeable
     if score_sets:
         out_console.print(rich_table(report))

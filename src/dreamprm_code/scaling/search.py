@@ -23,7 +23,7 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.policy import FINISH_STOP, Policy, SamplingParams
 from dreamprm_code.records import Problem, Solution
 from dreamprm_code.scaling.metrics import tie_rng
-from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate, select_by_score
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate, select_by_score
 from dreamprm_code.scaling.serve import Scorer, split_code
 
 
@@ -104,14 +104,13 @@ def search_problem(problem: Problem, policy: Policy, scorer: Scorer, config: Sea
     """Beam search over functions for one problem; see the module docstring."""
     from dreamprm_code.cof import code_from_continuation, continuation_prompt, next_step_end
 
-    agg = get_aggregate()
 
     def score(codes: Sequence[str]) -> list[float]:
         if not codes:
             return []
         sols = [Solution(problem.id, i, c, steps=split_code(c)) for i, c in enumerate(codes)]
         per_step = scorer([problem] * len(sols), sols)
-        return [agg(s, config.aggregation) for s in per_step]
+        return [aggregate(s, config.aggregation) for s in per_step]
 
     beams = [Candidate("", steps=0)]
     finished: dict[str, Candidate] = {}
@@ -186,7 +185,6 @@ def best_of_n_at_budget(
     """
     from dreamprm_code.cof import build_prompt, code_from_continuation
 
-    agg = get_aggregate()
     prompt = build_prompt(problem, config.style, config.form, open_fence=True)  # type: ignore[arg-type]
     codes: list[str] = []
     prompt_tokens = completion_tokens = calls = 0
@@ -200,7 +198,7 @@ def best_of_n_at_budget(
             codes.append(code_from_continuation("", c.text))
     sols = [Solution(problem.id, i, c, steps=split_code(c)) for i, c in enumerate(codes)]
     per_step = scorer([problem] * len(sols), sols) if sols else []
-    pool = [Candidate(c, agg(s, config.aggregation), len(split_code(c)), "finished") for c, s in zip(codes, per_step, strict=True)]
+    pool = [Candidate(c, aggregate(s, config.aggregation), len(split_code(c)), "finished") for c, s in zip(codes, per_step, strict=True)]
     if pool:
         best = pool[select_by_score([c.score for c in pool], tie_rng(config.seed, "bon", problem.id))]
         code, best_score = best.code, best.score

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.records import Problem, Solution, Step
-from dreamprm_code.scaling.select import AGGREGATIONS, get_aggregate
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ def make_app(
         raise ValueError("give exactly one of scorer and load")
     if reward_aggregation not in AGGREGATIONS:
         raise UserError(f"unknown aggregation {reward_aggregation!r}; choose from {', '.join(AGGREGATIONS)}")
-    agg = get_aggregate()
+    agg = aggregate
     state: dict[str, Any] = {"batcher": None, "model": model_name, "error": None}
 
     def start(sc: Scorer, name: str) -> None:

@@ -39,7 +39,7 @@ labels with ``--noise`` flipped (after rounding to 0/1 at 0.5) or, with ``--few 
 non-final label re-drawn from K of its rollouts (hypergeometric: K of the R rollouts without
 replacement), i.e. a few-rollout estimate of the same prefix.
 
-    python -u bench/meta_correction_experiment.py --seeds 1 --json /tmp/corr.json
+    python -u experiments/meta_correction_experiment.py --seeds 1 --json /tmp/corr.json
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from dreamprm_code.data import data_dir
+
+DATA = data_dir()
 MODES = ("none", "weights", "labels")
 
 # --- data -----------------------------------------------------------------------------------
@@ -247,7 +248,8 @@ def run_one(
     out = args.workdir / f"{mode}-s{seed}"
     if out.exists():
         shutil.rmtree(out)  # a leftover directory would make train_prm resume
-    meta = {"mode": mode, **{k: v for k, v in (("refresh", args.refresh), ("meta_lr", args.meta_lr)) if v is not None}}
+    meta = {"mode": mode, **{k: v for k, v in (("refresh", args.refresh), ("meta_lr", args.meta_lr),
+                                                ("scope", args.scope)) if v is not None}}
     config = TrainConfig(
         backbone=args.backbone,
         out=str(out),
@@ -412,6 +414,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--refresh", type=int, default=None, help="meta.refresh (default: the library's)")
     ap.add_argument("--meta-lr", dest="meta_lr", type=float, default=None, help="meta.meta_lr (default: the library's)")
+    ap.add_argument("--scope", default=None, help="meta.scope: head or all (default: the library's)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/meta-correction-experiment"))
