@@ -36,7 +36,7 @@ from dreamprm_code.execution.worker.messages import (
     ExitInfo,
     OpenRequest,
 )
-from dreamprm_code.execution.worker.process import Budget, classify
+from dreamprm_code.execution.worker.process import Budget, classify, proc_field
 from dreamprm_code.execution.worker.wire import (
     HEADER,
     FrameError,
@@ -181,18 +181,7 @@ class _Ahead:
 
 def _fd_pid(pidfd: int) -> int:
     """The pid (in our PID namespace) of the process a pidfd refers to; -1 when unknown."""
-    try:
-        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
-    try:
-        data = os.read(fd, 4096)
-        at = data.find(b"\nPid:")
-        return int(data[at + 5:].split(None, 1)[0]) if at >= 0 else -1
-    except (OSError, ValueError, IndexError):
-        return -1
-    finally:
-        os.close(fd)
+    return proc_field(f"/proc/self/fdinfo/{pidfd}", b"Pid")
 
 
 class CallSession:

@@ -732,20 +732,26 @@ def classify(status: str | None, info: ExitInfo) -> Ending:
     return {"status": "crash", "error": f"exit code {code}"}
 
 
-def _proc_uid(pid: int) -> int:
-    """The real uid of a process (-1 when it is gone)."""
+def proc_field(path: str, key: bytes) -> int:
+    """The first number of the ``key:`` line of a small ``/proc`` file (``status``, ``fdinfo``);
+    -1 when the file or the line is gone."""
     try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return -1
     try:
-        data = os.read(fd, 8192)  # the whole file (~1.5 kB); "Uid:" is its ninth line
-        at = data.find(b"\nUid:")
-        return int(data[at + 5:].split(None, 1)[0]) if at >= 0 else -1
+        data = os.read(fd, 8192)  # the whole file (status ~1.5 kB)
+        at = data.find(b"\n" + key + b":")
+        return int(data[at + len(key) + 2:].split(None, 1)[0]) if at >= 0 else -1
     except (OSError, ValueError, IndexError):
         return -1
     finally:
         os.close(fd)
+
+
+def _proc_uid(pid: int) -> int:
+    """The real uid of a process (-1 when it is gone)."""
+    return proc_field(f"/proc/{pid}/status", b"Uid")
 
 
 def children(pid: int) -> list[int]:
