@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_prm_train import _config, _labels, _problems, _solutions
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.prm.checkpoint import load_prm
@@ -18,6 +17,7 @@ from dreamprm_code.prm.model import build_prm
 from dreamprm_code.prm.score import score_solutions
 from dreamprm_code.prm.testing import save_tiny_backbone
 from dreamprm_code.prm.train import train_prm
+from test_prm_train import _config, _labels, _problems, _solutions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

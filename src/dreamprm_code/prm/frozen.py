@@ -35,7 +35,7 @@ from torch import nn
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import JsonlAppender, atomic_write_json
-from dreamprm_code.prm.checkpoint import load_train_state, save_prm, save_train_state
+from dreamprm_code.prm.checkpoint import save_prm, save_train_state
 from dreamprm_code.prm.data import (
     Example,
     StepBatch,
