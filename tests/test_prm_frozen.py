@@ -137,3 +137,21 @@ def test_frozen_epochs_must_be_positive(backbone, tmp_path):
     with pytest.raises(UserError) as exc:
         train_prm(_frozen(backbone, tmp_path / "x", frozen_epochs=0), _labels(["t0"]), progress=False)
     assert exc.value.field == "frozen_epochs"
+
+
+def test_cli_freeze_backbone(backbone, tmp_path):
+    from typer.testing import CliRunner
+
+    from dreamprm_code.cli import app
+
+    ids = ["t0", "t1"]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(lab.to_dict()) + "\n" for lab in _labels(ids)))
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(p.to_dict()) + "\n" for p in _problems(ids)))
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, [
+        "train", "--labels", str(tmp_path / "labels.jsonl"), "--problems", str(tmp_path / "problems.jsonl"),
+        "--out", str(out), "--backbone", backbone, "--max-length", "256", "--correction", "none",
+        "--freeze-backbone", "--frozen-epochs", "3"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "prm.json").read_text())
+    assert meta["train"]["freeze_backbone"] is True and meta["epochs_done"] == 3
