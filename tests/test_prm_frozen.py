@@ -118,7 +118,7 @@ def test_feature_cache_survives_a_lost_shard_and_refuses_another_backbone(backbo
 def test_frozen_label_correction_touches_every_label_many_times(backbone, tmp_path):
     train_ids, meta_ids = ["t0", "t1", "t2"], ["m0", "m1"]
     labels = _labels(train_ids)
-    cfg = _frozen(backbone, tmp_path / "meta", frozen_epochs=10, meta={"mode": "labels"})
+    cfg = _frozen(backbone, tmp_path / "meta", frozen_epochs=10, head_hidden=8, meta={"mode": "labels"})
     out = train_prm(cfg, labels, meta_set=_solutions(meta_ids), problems=_problems(train_ids + meta_ids),
                     progress=False)
     summary = json.loads((out / "correction.json").read_text())
@@ -130,7 +130,8 @@ def test_frozen_label_correction_touches_every_label_many_times(backbone, tmp_pa
     assert sweeps and all(r["sweep_touched"] == 12 for r in sweeps)  # the sweep reaches every label, from the first
     corrected = json.loads((out / "corrected_labels.json").read_text())
     assert any(abs(c["corrected"] - c["mc_value"]) > 1e-3 for c in corrected)
-    assert load_prm(out).head.in_features == 64
+    head = load_prm(out).head  # an MLP head: the backbone+head layout
+    assert (head.in_features, head.hidden) == (64, 8)
 
 
 def test_frozen_epochs_must_be_positive(backbone, tmp_path):

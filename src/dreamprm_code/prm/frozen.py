@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -48,6 +48,9 @@ from dreamprm_code.prm.data import (
 from dreamprm_code.prm.model import ProcessRewardModel, StepHead, build_prm, resolve_backbone
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
+
+if TYPE_CHECKING:
+    from dreamprm_code.prm.train import TrainConfig
 
 FEATURES_DIR = "features"
 FINGERPRINT = "fingerprint.json"
@@ -209,7 +212,7 @@ def extract_features(prm: ProcessRewardModel, examples: Sequence[Example], store
 
 
 def train_frozen(
-    config: Any,
+    config: TrainConfig,
     labels: Sequence[StepLabel],
     meta_set: Sequence[Solution] | None = None,
     eval_set: Sequence[StepLabel] | Sequence[Solution] | None = None,
