@@ -250,6 +250,12 @@ def run_one(
         shutil.rmtree(out)  # a leftover directory would make train_prm resume
     meta = {"mode": mode, **{k: v for k, v in (("refresh", args.refresh), ("meta_lr", args.meta_lr),
                                                 ("scope", args.scope)) if v is not None}}
+    for item in args.meta_set:  # KEY=VALUE, a JSON value (or a bare string)
+        key, _, value = item.partition("=")
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
     config = TrainConfig(
         backbone=args.backbone,
         out=str(out),
@@ -415,6 +421,8 @@ def main() -> None:
     ap.add_argument("--refresh", type=int, default=None, help="meta.refresh (default: the library's)")
     ap.add_argument("--meta-lr", dest="meta_lr", type=float, default=None, help="meta.meta_lr (default: the library's)")
     ap.add_argument("--scope", default=None, help="meta.scope: head or all (default: the library's)")
+    ap.add_argument("--meta-set", dest="meta_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other CorrectionConfig field, e.g. preconditioner=sgd (repeatable)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/meta-correction-experiment"))

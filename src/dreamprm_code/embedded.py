@@ -26,6 +26,8 @@ from dreamprm_code.errors import UserError
 
 DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PRM = "smollm2-135m-instruct"
+#: Shorter names of embedded models (the code PRM backbone is the policy's own weights).
+ALIASES = {"qwen2.5-coder-0.5b": DEFAULT_POLICY}
 MARKER = "dreamprm-embedded.json"
 _CHUNK = 1 << 22
 
@@ -71,6 +73,11 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         quantization="GGUF Q4_1",
     ),
 }
+
+
+def canonical_name(name: str) -> str:
+    """The embedded model an alias stands for (``qwen2.5-coder-0.5b``: the policy); other names as given."""
+    return ALIASES.get(name, name)
 
 
 def cache_root() -> Path:
@@ -230,9 +237,11 @@ def _cache_is_valid(path: Path, sha256: str) -> bool:
 
 def resolve_embedded(name: str, cache_dir: str | Path | None = None) -> Path:
     """The converted directory of an embedded model, converting it on first use."""
+    name = canonical_name(name)
     model = EMBEDDED.get(name)
     if model is None:
-        raise UserError(f"unknown embedded model '{name}'; known: {', '.join(sorted(EMBEDDED))}", field="model")
+        known = ", ".join(sorted([*EMBEDDED, *ALIASES]))
+        raise UserError(f"unknown embedded model '{name}'; known: {known}", field="model")
     dest = model_cache_dir(name, cache_dir)
     if _cache_is_valid(dest, model.sha256):
         return dest
@@ -269,7 +278,7 @@ def hub_id(spec: str) -> str | None:
     directory, or the spec itself when it is a hub id; ``None`` for any other local directory."""
     spec = str(spec).strip()
     if spec == "embedded" or spec.startswith("embedded:"):
-        model = EMBEDDED.get(spec.partition(":")[2] or DEFAULT_POLICY)
+        model = EMBEDDED.get(canonical_name(spec.partition(":")[2] or DEFAULT_POLICY))
         return model.hub_id if model else None
     path = Path(spec).expanduser()
     for part in path.parts:  # <hub cache>/models--ORG--NAME/snapshots/REV

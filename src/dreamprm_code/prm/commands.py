@@ -56,6 +56,8 @@ def train_command(
     meta_batch_size: int = typer.Option(8, "--meta-batch-size", help="meta-set solutions per refresh"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16"),
     seed: int = typer.Option(0, "--seed"),
+    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="cache step features once, train the head only"),
+    frozen_epochs: int = typer.Option(20, "--frozen-epochs", help="head epochs with --freeze-backbone"),
     config_file: Path | None = typer.Option(None, "--config", help="JSON of TrainConfig fields (options given here win)"),
 ) -> None:
     """Train a process reward model on Monte-Carlo step labels (with label correction)."""
@@ -66,6 +68,7 @@ def train_command(
         "backbone": backbone, "out": str(out), "outcome_only": outcome_only,
         "lora_r": lora_r, "lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "max_length": max_length, "loss": loss, "precision": precision, "seed": seed,
+        "freeze_backbone": freeze_backbone, "frozen_epochs": frozen_epochs,
     }
     meta_given = {"mode": ("correction", correction), "refresh": ("meta_refresh", meta_refresh),
                   "meta_lr": ("meta_lr", meta_lr), "batch_size": ("meta_batch_size", meta_batch_size)}

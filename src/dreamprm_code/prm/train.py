@@ -45,7 +45,7 @@ from dreamprm_code.scaling.select import Aggregation
 Loss = Literal["bce", "mse"]
 Precision = Literal["fp32", "bf16"]
 #: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
-RESUMABLE_CHANGES = {"out", "epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
+RESUMABLE_CHANGES = {"out", "epochs", "frozen_epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
 #: Flat names of earlier releases -> their place in ``meta`` (accepted with a deprecation message).
 LEGACY_META_KEYS = {"correction": "mode", "meta_lr": "meta_lr", "inner_lr": "inner_lr", "meta_batch_size": "batch_size"}
 
@@ -87,6 +87,8 @@ class TrainConfig:
     eval_aggregate: Aggregation = _opt("min", "how best-of-N validation ranks candidates (see score.aggregate)")
     eval_batch_tokens: int = _opt(16384, "token budget of a validation batch")
     save_every: int = _opt(50, "save the resumable state every N optimizer steps (and each epoch end)")
+    freeze_backbone: bool = _opt(False, "frozen backbone: one pass per candidate caches step features, the head trains on them")
+    frozen_epochs: int = _opt(20, "head epochs with freeze_backbone (there an epoch is cheap; epochs is not used)")
 
     def __post_init__(self) -> None:
         if isinstance(self.meta, dict):
@@ -288,6 +290,9 @@ def train_prm(
     it, ``val_fraction`` of the labels' problems are held out. ``problems`` supply statements
     and starter code for the input template (without them the template has empty statements).
     """
+    if config.freeze_backbone:
+        from dreamprm_code.prm.frozen import train_frozen
+        return train_frozen(config, labels, meta_set, eval_set, problems=problems, progress=progress)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
