@@ -36,6 +36,7 @@ def load_step_labels(path: str | Path) -> list[StepLabel]:
 
 
 def train_command(
+    ctx: typer.Context,
     labels: Path = typer.Option(..., "--labels", help="step labels JSONL (from `dreamprm-code label`)"),
     problems: str = typer.Option(..., "--problems", help="problem source for statements: apps[:PATH], leetcode[:PATH], a JSONL, ..."),
     out: Path = typer.Option(..., "--out", help="checkpoint directory; run again to resume"),
@@ -78,7 +79,6 @@ def train_command(
             base = json.loads(config_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read config: {exc}", path=config_file) from None
-    ctx = click_context()
     explicit = {k: v for k, v in given.items() if k not in base or _is_explicit(ctx, k)}
     base_meta = dict(base.pop("meta", None) or {})
     explicit["meta"] = {**base_meta, **{k: v for k, (opt, v) in meta_given.items()
@@ -95,21 +95,14 @@ def train_command(
     console.print(f"checkpoint: {path}")
 
 
-def click_context() -> Any:
-    import click
+def _is_explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was typed on the command line (so it overrides --config).
 
-    return click.get_current_context(silent=True)
-
-
-def _is_explicit(ctx: Any, name: str) -> bool:
-    """Whether an option was typed on the command line (so it overrides --config)."""
-    if ctx is None:
-        return True
-    import click
-
+    typer's context is its own click's, so its parameter source is asked by name, not compared
+    with another click's enum (which made every default count as typed).
+    """
     source = ctx.get_parameter_source(name.replace("-", "_"))
-    return source not in (None, click.core.ParameterSource.DEFAULT)
-
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 def _print_last_validation(path: Path) -> None:
     log = path / "train_log.jsonl"
