@@ -35,7 +35,7 @@ from torch import nn
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import JsonlAppender, atomic_write_json
-from dreamprm_code.prm.checkpoint import save_prm, save_train_state
+from dreamprm_code.prm.checkpoint import save_prm
 from dreamprm_code.prm.data import (
     Example,
     StepBatch,
@@ -288,16 +288,7 @@ def train_frozen(
     }
 
     def checkpoint(epoch_: int, batch_in_epoch: int) -> None:
-        save_train_state(out, model, {
-            "config": config.to_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "correction": correction.state_dict(), "rng": tr._rng_state(), "step": step, "epoch": epoch_,
-            "batch_in_epoch": batch_in_epoch,
-        })
-        atomic_write_json(out / "correction.json", correction.summary())
-        atomic_write_json(out / "corrected_labels.json", [
-            {"key": lab.key, "mc_value": lab.mc_value, "corrected": c}
-            for lab, c in zip(labels, correction.corrected_labels(), strict=True)
-        ])
+        tr.save_progress(out, model, config, optimizer, scheduler, correction, labels, step, epoch_, batch_in_epoch)
 
     def validate() -> None:
         if config.eval_each_epoch and val_ex:

@@ -355,16 +355,7 @@ def train_prm(
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             return
-        save_train_state(out, prm, {
-            "config": config.to_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "correction": correction.state_dict(), "rng": _rng_state(), "step": step, "epoch": epoch_,
-            "batch_in_epoch": batch_in_epoch,
-        })
-        atomic_write_json(out / "correction.json", correction.summary())
-        atomic_write_json(out / "corrected_labels.json", [
-            {"key": lab.key, "mc_value": lab.mc_value, "corrected": c}
-            for lab, c in zip(labels, correction.corrected_labels(), strict=True)
-        ])
+        save_progress(out, prm, config, optimizer, scheduler, correction, labels, step, epoch_, batch_in_epoch)
 
     def finish_epoch() -> None:
         if config.eval_each_epoch and val_ex:
@@ -413,6 +404,22 @@ def train_prm(
         save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
     log.close()
     return out
+
+
+def save_progress(out: Path, module: torch.nn.Module, config: TrainConfig, optimizer: Any, scheduler: Any,
+                  correction: Any, labels: Sequence[StepLabel], step: int, epoch: int, batch_in_epoch: int) -> None:
+    """The resumable state (``train_state/``) and the correction's JSON files (``correction.json``,
+    ``corrected_labels.json``), written atomically."""
+    save_train_state(out, module, {
+        "config": config.to_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "correction": correction.state_dict(), "rng": _rng_state(), "step": step, "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+    })
+    atomic_write_json(out / "correction.json", correction.summary())
+    atomic_write_json(out / "corrected_labels.json", [
+        {"key": lab.key, "mc_value": lab.mc_value, "corrected": c}
+        for lab, c in zip(labels, correction.corrected_labels(), strict=True)
+    ])
 
 
 def _observe_all(prm: ProcessRewardModel, examples: Sequence[Example], correction: Any, config: TrainConfig,
