@@ -32,7 +32,7 @@ def _run_dir(tmp_path):
 
 def test_the_launch_command_runs_train_on_the_run_files(tmp_path):
     run, _, _ = _run_dir(tmp_path)
-    tc = TrainConfig(backbone="b", out=str(run.model("prm-labels")), correction="labels")
+    tc = TrainConfig(backbone="b", out=str(run.model("prm-labels")), meta={"mode": "labels"})
     cmd = train_launch_command(run, tc, 4, with_meta=True)
     joined = " ".join(cmd)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
@@ -56,7 +56,7 @@ def test_two_cpu_processes_train_then_the_pipeline_takes_the_finished_state(tmp_
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run, labels, problems = _run_dir(tmp_path)
     backbone = save_tiny_backbone(tmp_path / "backbone", hidden_size=32, layers=1)
-    tc = TrainConfig(backbone=str(backbone), out=str(run.model("prm")), correction="none", lora_r=2, epochs=1,
+    tc = TrainConfig(backbone=str(backbone), out=str(run.model("prm")), meta={"mode": "none"}, lora_r=2, epochs=1,
                      batch_size=2, max_length=128)
     launch_training(run, tc, 2, with_meta=False)
     out = run.model("prm")
