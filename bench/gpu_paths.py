@@ -77,7 +77,7 @@ def train_once(backbone: Path, out: Path, labels, meta, problems, *, correction:
     from dreamprm_code.prm.train import TrainConfig, train_prm
 
     config = TrainConfig(
-        backbone=str(backbone), out=str(out), lora_r=lora_r, precision=precision, correction=correction,
+        backbone=str(backbone), out=str(out), lora_r=lora_r, precision=precision, meta={"mode": correction},
         batch_size=batch, max_length=max_length, max_steps=steps, epochs=100, eval_each_epoch=False,
         save_every=10_000, warmup_steps=2, lr=1e-4 if lora_r else 1e-5,
     )
@@ -125,7 +125,8 @@ def step_costs(backbone: Path, labels, meta, problems, *, precision: str, lora_r
     from dreamprm_code.meta import make_correction
     from dreamprm_code.prm.data import collate, examples_from_labels, examples_from_solutions
     from dreamprm_code.prm.model import build_prm
-    from dreamprm_code.prm.train import meta_logits, step_loss
+    from dreamprm_code.meta.hypergrad import default_meta_fn as meta_logits
+    from dreamprm_code.meta.hypergrad import train_loss as step_loss
 
     prm, tok = build_prm(str(backbone), lora_r=lora_r, precision=precision)
     prm.cuda().train()
