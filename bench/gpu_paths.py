@@ -123,10 +123,10 @@ def step_costs(backbone: Path, labels, meta, problems, *, precision: str, lora_r
     micro-batch size), the ops by GPU time and by CPU time, to see where the time goes.
     """
     from dreamprm_code.meta import make_correction
-    from dreamprm_code.prm.data import collate, examples_from_labels, examples_from_solutions
-    from dreamprm_code.prm.model import build_prm
     from dreamprm_code.meta.hypergrad import default_meta_fn as meta_logits
     from dreamprm_code.meta.hypergrad import train_loss as step_loss
+    from dreamprm_code.prm.data import collate, examples_from_labels, examples_from_solutions
+    from dreamprm_code.prm.model import build_prm
 
     prm, tok = build_prm(str(backbone), lora_r=lora_r, precision=precision)
     prm.cuda().train()
