@@ -32,7 +32,7 @@ test: install
 	$(VENV)/bin/pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench experiments
 
 clean:
 	rm -rf $(VENV) .pytest_cache

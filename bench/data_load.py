@@ -1,6 +1,6 @@
 """How long loading problems, pools and extracting code take, next to what they cannot beat.
 
-    python bench/data_load.py [--data ../shared/data] [--repeat 3]
+    python bench/data_load.py [--data DIR] [--repeat 3]
 
 Baselines, measured in the same run on the same files:
 - loaders: reading the file and ``json.loads`` of every line (the floor any loader pays);
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dreamprm_code.data import extract_code, load_problems, load_solutions
+from dreamprm_code.data import data_dir, data_path, extract_code, load_problems, load_solutions
 from dreamprm_code.data.leetcode import _ast_tests, _fast_tests
 
 
@@ -52,10 +52,10 @@ def row(name: str, ours: float, base: float, base_name: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    data, n = Path(args.data), args.repeat
+    data, n = data_path(root=args.data), args.repeat
     files = {
         "mbpp": data / "mbpp/mbpp.jsonl",
         "apps": data / "apps-150/problems.jsonl",

@@ -1,12 +1,15 @@
 """End to end on every pool with LiveCodeBench's limits, ours next to baselines (a) and (b).
 
-    python bench/execution_pools.py [--workers 2] [--timeout 6] [--limit N] [--out FILE.json]
+    python bench/execution_pools.py [--workers 2] [--timeout 6] [--limit N] [--every K] [--out FILE.json]
+                                    [--bounds auto,off,...]
 
-Every candidate of ``../shared/data/pools`` (HumanEval pools against ``humaneval``, APPS pools
-against ``apps-stdin`` with the tests their labels were made on; see execution_agreement.py),
+Every candidate of the data folder's ``pools`` (HumanEval pools against ``humaneval``, APPS pools
+against ``apps-stdin`` with the tests their labels were made on; see ``dreamprm_code.data.pools``),
 6 s per test, stop at a candidate's first failing test, graded three ways in the same run:
 
-  ours - the Executor (persistent bwrap workers, fork per candidate), no result cache;
+  ours - the Executor (persistent bwrap workers, fork per candidate), no result cache; once per
+         ``--bounds`` entry (the memory bound of each candidate's process tree: auto, cgroup2,
+         cgroup1, watchdog or off; repeat entries, e.g. off,auto,off,auto, to interleave them);
   (a)  - a fresh ``python3 -I`` per test with rlimits only (``subprocess.run``, its timeout);
   (b)  - ``exec`` inside W plain long-lived processes, no isolation at all, ``SIGALRM`` for the
          time limit (a process a candidate kills or hangs is restarted): the ceiling.
@@ -35,15 +38,15 @@ from pathlib import Path
 
 import psutil
 
-from dreamprm_code.data import load_solutions
+from dreamprm_code.data import data_dir, load_solutions
+from dreamprm_code.data.pools import mapcoder_pools
 from dreamprm_code.execution import Executor, Limits
-from dreamprm_code.execution._runtime import LCB_PRELUDE, compare_stdout
-from dreamprm_code.execution.runner import expected_text
+from dreamprm_code.execution.verdicts import expected_text
+from dreamprm_code.execution.worker.compare import compare_stdout
+from dreamprm_code.execution.worker.harness import LCB_PRELUDE
 from dreamprm_code.io import atomic_write_json
-from execution_agreement import pool_sets
 from execution_bench import program
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MEMORY_MB = Limits().memory_mb
 
 
@@ -245,19 +248,23 @@ def summary(name: str, results: list[dict], wall: float, peak: int, workers: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=6.0)
     ap.add_argument("--limit", type=int, default=0, help="only the first N candidates (a smoke run)")
+    ap.add_argument("--every", type=int, default=1, help="only every K-th candidate (a sample of every pool)")
     ap.add_argument("--only", default="ours,a,b", help="comma-separated subset of ours,a,b")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    ap.add_argument("--bounds", default="auto", help="comma-separated memory bounds to run ours with, in order "
+                    "(auto, cgroup2, cgroup1, watchdog, off)")
     args = ap.parse_args()
     items = []
-    for problems, folder in pool_sets(args.data).values():
+    for problems, folder in mapcoder_pools(args.data).values():
         for path in sorted(folder.glob("*.jsonl")):
             by_id = {p.id: p for p in problems}
             items += [(by_id[s.problem_id], s.code) for s in load_solutions(path, problems=problems)
                       if s.problem_id in by_id]
+    items = items[:: max(1, args.every)]
     items = items[: args.limit] if args.limit else items
     only = set(args.only.split(","))
     print(f"{len(items)} candidates, {sum(len(p.tests) for p, _ in items)} tests in all, {args.workers} workers, "
@@ -265,15 +272,16 @@ def main() -> None:
     rows = []
     if "ours" in only:
         limits = Limits(timeout=args.timeout)
-        with Executor(limits, workers=args.workers) as ex:
-            ex.start()
-            with PeakRss() as rss:
-                t = time.monotonic()
-                res = ex.run_many(items)
-                wall = time.monotonic() - t
-        ours = [{"verdict": r.verdict, "tests": len(r.tests),
-                 "tle_s": max((x.time for x in r.tests if x.status == "time_limit"), default=0.0)} for r in res]
-        rows.append(summary("ours (bwrap workers)", ours, wall, rss.peak, args.workers))
+        for bound in args.bounds.split(","):
+            with Executor(limits, workers=args.workers, memory_bound=bound) as ex:
+                ex.start()
+                with PeakRss() as rss:
+                    t = time.monotonic()
+                    res = ex.run_many(items)
+                    wall = time.monotonic() - t
+            ours = [{"verdict": r.verdict, "tests": len(r.tests),
+                     "tle_s": max((x.time for x in r.tests if x.status == "time_limit"), default=0.0)} for r in res]
+            rows.append(summary(f"ours (bound {ex.bound})", ours, wall, rss.peak, args.workers))
     if "a" in only:
         res, wall, peak = over_workers(lambda _slot, it: grade_subprocess(it, args.timeout), items, args.workers,
                                        "(a) subprocess")

@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LEETCODE = ROOT.parent / "shared" / "data" / "leetcode-180" / "problems.jsonl"
 
 
 def _count(ids: list[int], eos: set[int], pad: int) -> int:
@@ -202,14 +201,15 @@ class TimedPolicy:
 
 
 def cof_vs_plain(args: argparse.Namespace) -> None:
-    from dreamprm_code.data import load_problems
+    from dreamprm_code.data import data_path, load_problems
     from dreamprm_code.execution import Executor, Limits
     from dreamprm_code.io import atomic_write_json, read_jsonl
     from dreamprm_code.policy import SamplingParams, load_policy
     from dreamprm_code.policy.generate import generate_solutions
 
     he = load_problems("humaneval")[: args.humaneval]
-    lc = [p for p in load_problems(f"leetcode:{args.leetcode_path}") if p.difficulty == "easy"][: args.leetcode]
+    lc_path = args.leetcode_path or data_path("leetcode-180", "problems.jsonl")
+    lc = [p for p in load_problems(f"leetcode:{lc_path}") if p.difficulty == "easy"][: args.leetcode]
     problems = [p for pair in zip(he, lc, strict=False) for p in pair] + he[len(lc):] + lc[len(he):]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def main() -> None:
     ap.add_argument("--skip-per-prompt", action="store_true", help="throughput: leave out the one-prompt-per-call baseline")
     ap.add_argument("--humaneval", type=int, default=20)
     ap.add_argument("--leetcode", type=int, default=20)
-    ap.add_argument("--leetcode-path", default=str(LEETCODE))
+    ap.add_argument("--leetcode-path", default=None, help="default: leetcode-180/problems.jsonl of $DREAMPRM_DATA")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-min", type=float, default=1e9)

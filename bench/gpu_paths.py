@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from dreamprm_code.data import data_dir, data_path
 
 
 def random_backbone(files: Path, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
@@ -53,8 +53,8 @@ def pool_data(data: Path, max_candidates: int):
     from dreamprm_code.data import load_problems, load_solutions, recorded_verdict
     from dreamprm_code.records import StepLabel
 
-    problems = {p.id: p for p in load_problems(f"apps:{data / 'apps-150' / 'problems.jsonl'}")}
-    sols = load_solutions(data / "pools" / "apps-mapcoder", problems.values())
+    problems = {p.id: p for p in load_problems(f"apps:{data_path('apps-150', 'problems.jsonl', root=data)}")}
+    sols = load_solutions(data_path("pools", "apps-mapcoder", root=data), problems.values())
     for s in sols:
         s.verdict = s.verdict or recorded_verdict(s)
         s.steps = s.steps or split_steps(s.code)
@@ -77,7 +77,7 @@ def train_once(backbone: Path, out: Path, labels, meta, problems, *, correction:
     from dreamprm_code.prm.train import TrainConfig, train_prm
 
     config = TrainConfig(
-        backbone=str(backbone), out=str(out), lora_r=lora_r, precision=precision, correction=correction,
+        backbone=str(backbone), out=str(out), lora_r=lora_r, precision=precision, meta={"mode": correction},
         batch_size=batch, max_length=max_length, max_steps=steps, epochs=100, eval_each_epoch=False,
         save_every=10_000, warmup_steps=2, lr=1e-4 if lora_r else 1e-5,
     )
@@ -123,9 +123,10 @@ def step_costs(backbone: Path, labels, meta, problems, *, precision: str, lora_r
     micro-batch size), the ops by GPU time and by CPU time, to see where the time goes.
     """
     from dreamprm_code.meta import make_correction
+    from dreamprm_code.meta.hypergrad import default_meta_fn as meta_logits
+    from dreamprm_code.meta.hypergrad import train_loss as step_loss
     from dreamprm_code.prm.data import collate, examples_from_labels, examples_from_solutions
     from dreamprm_code.prm.model import build_prm
-    from dreamprm_code.prm.train import meta_logits, step_loss
 
     prm, tok = build_prm(str(backbone), lora_r=lora_r, precision=precision)
     prm.cuda().train()
@@ -189,7 +190,7 @@ def step_costs(backbone: Path, labels, meta, problems, *, precision: str, lora_r
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-files", type=Path, required=True, help="config.json + tokenizer of the architecture")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/gpu-paths"))
     ap.add_argument("--steps", type=int, default=26)
     ap.add_argument("--batch", type=int, default=8)
@@ -240,7 +241,7 @@ def main() -> None:
         return
     from dreamprm_code.data import load_solutions
 
-    sols = [s for s in load_solutions(args.data / "pools" / "apps-mapcoder", problems.values()) if s.code.strip()]
+    sols = [s for s in load_solutions(data_path("pools", "apps-mapcoder", root=args.data), problems.values()) if s.code.strip()]
     scoring = score_once(args.work / "prm-bf16-8-labels", problems, sols[:400])
     print(f"RESULT scoring (bf16, LoRA merged): {scoring['candidates']} candidates in {scoring['seconds']:.1f} s = "
           f"{scoring['candidates_per_s']:.1f} candidates/s", flush=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from dreamprm_code.cof import split_steps
-from dreamprm_code.data import load_problems, load_solutions
+from dreamprm_code.data import data_path, load_problems, load_solutions
 from dreamprm_code.prm.checkpoint import load_prm, save_prm
 from dreamprm_code.prm.data import (
     collate,
@@ -36,8 +36,6 @@ from dreamprm_code.prm.score import prefix_examples, score_examples
 from dreamprm_code.prm.train import TrainConfig, train_prm
 from dreamprm_code.records import StepLabel
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 BACKBONE = "embedded:smollm2-135m-instruct"
 
 
@@ -58,8 +56,8 @@ def interleaved(fns: dict[str, callable], reps: int) -> tuple[dict[str, float], 
 
 
 def candidates(n: int, pool: str):
-    problems = load_problems(f"apps:{DATA / 'apps-150' / 'problems.jsonl'}")
-    sols = load_solutions(DATA / "pools" / "apps-mapcoder" / pool, problems)
+    problems = load_problems(f"apps:{data_path('apps-150', 'problems.jsonl')}")
+    sols = load_solutions(data_path("pools", "apps-mapcoder", pool), problems)
     picked = []
     for s in sols:
         s.steps = split_steps(s.code)
@@ -115,7 +113,7 @@ def bench_train(args: argparse.Namespace, pmap: dict, sols: list) -> list[dict]:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(backbone=args.backbone, out=str(Path(tmp) / "prm"), max_steps=args.train_steps, batch_size=4,
-                          max_length=args.max_length, correction="none", eval_each_epoch=False, val_fraction=0.0,
+                          max_length=args.max_length, meta={"mode": "none"}, eval_each_epoch=False, val_fraction=0.0,
                           save_every=10**6, epochs=1, gradient_checkpointing=args.grad_ckpt)
         out = train_prm(cfg, labels, problems=pmap, progress=False)
         log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DREAMPRM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from dreamprm_code.data import data_dir
+from dreamprm_code.distributed import pin_ray_to_loopback
+
+# Before any test imports Ray (it reads the switch at import), and inherited by the CLIs tests start:
+# every Ray cluster a test starts listens on and talks to 127.0.0.1 only.
+pin_ray_to_loopback()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real problem sets and pools; tests that need them skip when a clone has none."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set DREAMPRM_SHARED_DATA)")
-    return SHARED_DATA
+    path = data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set DREAMPRM_DATA)")
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -61,8 +61,8 @@ def main() -> None:
     ]
     config = TrainConfig(
         backbone=str(backbone), out=str(out / "prm"), lora_r=4, lr=3e-3, epochs=2, batch_size=2,
-        max_length=256, warmup_steps=1, correction="labels", meta_every=1, meta_lr=0.2,
-        meta_batch_size=4, precision=precision, eval_each_epoch=False,
+        max_length=256, warmup_steps=1, meta={"mode": "labels", "refresh": 1, "meta_lr": 0.2,
+        "batch_size": 4}, precision=precision, eval_each_epoch=False,
     )
     made = []  # this rank's Correction, to read its own copy of the labels after training
 

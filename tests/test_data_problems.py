@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dreamprm_code.data import load_problems
+from dreamprm_code.data import data_path, load_problems
 from dreamprm_code.data.apps import call_arguments
 from dreamprm_code.data.humaneval import humaneval_path
 from dreamprm_code.data.mbpp import parse_assert
+from dreamprm_code.data.pools import mapcoder_pools
 from dreamprm_code.errors import UserError
 from dreamprm_code.records import Problem
 from dreamprm_code.records import TestCase as Case
@@ -346,3 +347,36 @@ def test_data_dir_from_environment(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(UserError, match="DREAMPRM_DATA") as err:
         load_problems("leetcode")
     assert err.value.path == str(tmp_path / "leetcode-180" / "problems.jsonl")
+
+
+def test_data_path_names_the_missing_file(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "pools").mkdir()
+    monkeypatch.setenv("DREAMPRM_DATA", str(tmp_path))
+    assert data_path("pools") == tmp_path / "pools"
+    assert data_path("pools", root=tmp_path) == tmp_path / "pools"
+    with pytest.raises(UserError, match="DREAMPRM_DATA") as err:
+        data_path("pools", "apps-mapcoder")
+    assert err.value.path == str(tmp_path / "pools" / "apps-mapcoder")
+    with pytest.raises(UserError):
+        data_path("pools", root=tmp_path / "elsewhere")
+
+
+def test_mapcoder_pools_grade_on_the_tests_the_labels_used(shared_data: Path) -> None:
+    by_mode = {mode: mapcoder_pools(shared_data, mode) for mode in ("all", "auto", "hidden")}
+    problems, folder = by_mode["auto"]["humaneval"]
+    assert len(problems) == 164 and folder == shared_data / "pools" / "humaneval-mapcoder"
+    assert by_mode["auto"]["apps"][1] == shared_data / "pools" / "apps-mapcoder"
+    apps = {mode: {p.id: p for p in sets["apps"][0]} for mode, sets in by_mode.items()}
+    call_based = [pid for pid, p in apps["all"].items() if p.meta.get("call_based")]
+    stdin = [pid for pid, p in apps["all"].items() if not p.meta.get("call_based")]
+    assert call_based and stdin
+    public = lambda mode, pid: sum(t.public for t in apps[mode][pid].tests)  # noqa: E731
+    hidden = lambda mode, pid: sum(not t.public for t in apps[mode][pid].tests)  # noqa: E731
+    # auto: call-based problems lose their samples when they have hidden tests; stdin ones keep all
+    assert any(public("all", pid) for pid in call_based)
+    for pid in call_based:
+        assert public("auto", pid) == (0 if hidden("all", pid) else public("all", pid))
+        assert hidden("auto", pid) == hidden("all", pid)
+    for pid in stdin:
+        assert apps["auto"][pid].tests == apps["all"][pid].tests
+        assert public("hidden", pid) == (0 if hidden("all", pid) else public("all", pid))

@@ -210,3 +210,20 @@ def test_real_policy_conversion(tmp_path):
     assert path.name == DEFAULT_POLICY
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     assert config.model_type == "qwen2" and config.hidden_size == 896
+
+
+def test_code_backbone_alias_resolves_to_the_policy_weights(tmp_path, monkeypatch):
+    from dreamprm_code.embedded import hub_id
+    from dreamprm_code.prm.model import resolve_backbone
+
+    model = EMBEDDED[DEFAULT_POLICY]
+    dest = tmp_path / "models" / DEFAULT_POLICY
+    dest.mkdir(parents=True)
+    (dest / MARKER).write_text(f'{{"name": "{DEFAULT_POLICY}", "sha256": "{model.sha256}"}}')
+    monkeypatch.setattr(embedded, "convert_gguf", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setenv("DREAMPRM_CACHE", str(tmp_path))
+    assert resolve_model("embedded:qwen2.5-coder-0.5b") == dest
+    assert resolve_backbone("embedded:qwen2.5-coder-0.5b") == str(dest)
+    assert hub_id("embedded:qwen2.5-coder-0.5b") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    with pytest.raises(UserError, match="known: .*qwen2.5-coder-0.5b"):
+        resolve_model("embedded:qwen-typo", cache_dir=tmp_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import Executor, Limits, cache_key, run_program, runner
-from dreamprm_code.execution import _runtime as rt
+from dreamprm_code.execution import Executor, Limits, cache_key, calls, run_program, sandbox, verdicts
+from dreamprm_code.execution.worker import codec, compare
 from dreamprm_code.records import Problem, TestCase
 
 
@@ -37,6 +39,17 @@ def ex():
         yield e
 
 
+def test_the_worker_package_needs_only_the_standard_library() -> None:
+    """The sandbox has the standard library alone: every worker module imports with no
+    site-packages (``-S``) and no project on the path, as the sandbox starts it."""
+    modules = ["wire", "codec", "compare", "messages", "harness", "process"]
+    code = (f"import sys; sys.path.insert(0, {str(sandbox.WORKER_DIR.parent)!r}); "
+            + "; ".join(f"import worker.{m}" for m in modules)
+            + "; print(sorted(m for m in sys.modules if m.startswith(('worker', 'dreamprm'))))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.replace("'", '"')) == ["worker", *sorted(f"worker.{m}" for m in modules)]
+
+
 # -- comparison rules ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -57,14 +70,14 @@ def ex():
     ],
 )
 def test_compare_stdout_follows_livecodebench(actual: str, expected: str, same: bool) -> None:
-    assert rt.compare_stdout(actual, expected) is same
+    assert compare.compare_stdout(actual, expected) is same
 
 
 def test_compare_return_tuple_counts_as_list_at_top_level_only() -> None:
-    assert rt.compare_return((1, 2), [1, 2])
-    assert not rt.compare_return([(1, 2)], [[1, 2]])
-    assert rt.compare_return(1.0, 1)
-    assert not rt.compare_return("1", 1)
+    assert compare.compare_return((1, 2), [1, 2])
+    assert not compare.compare_return([(1, 2)], [[1, 2]])
+    assert compare.compare_return(1.0, 1)
+    assert not compare.compare_return("1", 1)
 
 
 plain = st.recursive(
@@ -79,8 +92,8 @@ plain = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(plain)
 def test_codec_round_trips_exact_types(value: object) -> None:
-    wire = json.loads(json.dumps(rt.encode_value(value)))
-    back = rt.decode_value(wire)
+    wire = json.loads(json.dumps(codec.encode_value(value)))
+    back = codec.decode_value(wire)
     assert back == value
     assert type(back) is type(value)
 
@@ -90,20 +103,20 @@ def test_codec_rejects_objects_and_converts_builtin_subclasses() -> None:
         def __eq__(self, other: object) -> bool:
             return True
 
-    with pytest.raises(rt.NotPlainData):
-        rt.encode_value(Liar())
-    with pytest.raises(rt.NotPlainData):
-        rt.encode_value([1, {"a": Liar()}])
+    with pytest.raises(codec.NotPlainData):
+        codec.encode_value(Liar())
+    with pytest.raises(codec.NotPlainData):
+        codec.encode_value([1, {"a": Liar()}])
 
     class SneakyInt(int):
         def __eq__(self, other: object) -> bool:
             return True
 
-    assert type(rt.encode_value(SneakyInt(4))) is int
-    with pytest.raises(rt.NotPlainData):
-        rt.decode_value({"evil": 1})
-    with pytest.raises(rt.NotPlainData):
-        rt.decode_value({"tuple": 3})
+    assert type(codec.encode_value(SneakyInt(4))) is int
+    with pytest.raises(codec.NotPlainData):
+        codec.decode_value({"evil": 1})
+    with pytest.raises(codec.NotPlainData):
+        codec.decode_value({"tuple": 3})
 
 
 # -- verdicts: stdin ---------------------------------------------------------------------------
@@ -250,12 +263,12 @@ def test_literal_assert_calls_go_ahead_in_one_batch(ex: Executor, monkeypatch) -
     test = ("def check(candidate):\n    \"\"\"doc\"\"\"\n    assert candidate(1, 2) == 3\n"
             "    assert abs(candidate(-1, b=0.5) + 0.5) < 1e-9, 'message'\n    assert candidate(2, 2) == 4\n"
             "    for x in range(3):\n        assert candidate(x, 1) == x + 1\n")
-    plan = runner._planned_calls(test, "add")
+    plan = calls.planned_calls(test, "add")
     assert [json.loads(text)["args"] for text, _ in plan] == [[1, 2], [-1], [2, 2]]  # up to the loop
     sent = []
-    real, real_ahead = rt.write_frame_by, runner._Session._send_ahead
-    monkeypatch.setattr(rt, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
-    monkeypatch.setattr(runner._Session, "_send_ahead",
+    real, real_ahead = calls.write_frame_by, calls.CallSession._send_ahead
+    monkeypatch.setattr(calls, "write_frame_by", lambda fd, obj, deadline: (sent.append(obj), real(fd, obj, deadline)))
+    monkeypatch.setattr(calls.CallSession, "_send_ahead",
                         lambda self, plan: (sent.append({"batch": plan}), real_ahead(self, plan)))
     p = assert_problem(test)
     assert ex.run(p, "def add(a, b=0):\n    return a + b").verdict == "pass"
@@ -275,10 +288,10 @@ def test_a_wrong_batch_guess_reruns_call_by_call(ex: Executor, monkeypatch) -> N
     # the three planned calls, so the candidate ran two the test never asked for.
     test = ("def check(candidate):\n    assert candidate(1) == 1\n    assert candidate(2) == 2\n"
             "    assert candidate(3) == 3\n\ndef _other(c):\n    assert c(1) == 1\n\ncheck = _other\n")
-    assert len(runner._planned_calls(test, "add")) == 3
+    assert len(calls.planned_calls(test, "add")) == 3
     runs = []
-    real = runner._run_tests_once
-    monkeypatch.setattr(runner, "_run_tests_once", lambda *a, **k: (runs.append(k["plan"]), real(*a, **k))[1])
+    real = verdicts._run_tests_once
+    monkeypatch.setattr(verdicts, "_run_tests_once", lambda *a, **k: (runs.append(k["plan"]), real(*a, **k))[1])
     p = assert_problem(test)
     # Counts its calls: only a rerun from a fresh process sees its single call as the first.
     res = ex.run(p, "n = [0]\ndef add(a):\n    n[0] += 1\n    return a if n[0] == 1 else -1")
@@ -341,7 +354,7 @@ def test_cache_makes_rerun_free_and_survives_restart(tmp_path, monkeypatch) -> N
     def boom(*a, **k):
         raise AssertionError("should have come from the cache")
 
-    monkeypatch.setattr(runner, "_run_tests", boom)
+    monkeypatch.setattr(verdicts, "_run_tests", boom)
     with Executor(limits, workers=1, cache_dir=tmp_path) as e:
         again = e.run_many([(p, code), (p, "print(0)")], progress=False)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in first]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dreamprm_code.cli import app
@@ -76,11 +77,7 @@ def _config(backbone: str, out, **kw) -> TrainConfig:
         batch_size=2,
         max_length=256,
         warmup_steps=1,
-        correction="labels",
-        meta_every=2,
-        meta_lr=0.2,
-        inner_lr=0.5,
-        meta_batch_size=4,
+        meta={"mode": "labels", "refresh": 2, "meta_lr": 0.2, "inner_lr": 0.5, "batch_size": 4},
         save_every=2,
         val_fraction=0.0,
         eval_each_epoch=False,
@@ -106,10 +103,12 @@ def test_trainer_runs_outer_steps_logs_meta_loss_saves_labels_and_resumes(backbo
     )
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     metas = [r for r in log if "meta_loss" in r]
-    assert [r["step"] for r in metas] == [2, 4]  # resumed: step 2's outer step is not repeated
-    assert all(r["touched"] > 0 and r["jvp_method"] in ("forward", "fd") for r in metas)
+    assert [r["step"] for r in metas] == [1, 3]  # refreshes after steps 1 and 3; resumed, not repeated
+    corrected = [r for r in log if "batch_touched" in r]
+    assert [r["step"] for r in corrected] == [2, 3, 4]  # every batch after the first v
+    assert all(r["batch_touched"] > 0 and r["jvp_method"] == "head" for r in corrected)
     summary = load_correction_summary(out)
-    assert summary["outer_steps"] == 2 and len(summary["trajectory"]) == 3
+    assert summary["outer_steps"] == 3 and summary["refreshes"] == 2 and len(summary["trajectory"]) == 3
     rows = json.loads((out / "corrected_labels.json").read_text())
     assert len(rows) == len(labels) and rows[0]["key"] == labels[0].key
     moved = [abs(r["corrected"] - r["mc_value"]) for r in rows]
@@ -134,13 +133,29 @@ def test_a_correction_reaches_the_model_within_one_epoch(backbone, tmp_path, mod
     labels = _labels(train_ids)
     problems = _problems(train_ids + ["m0", "m1"])
     heads = {}
-    for every in (1, 1000):  # an outer step before every batch, or none at all (same targets otherwise)
+    for every in (1, 0):  # a refresh after every step, or no correction (same targets otherwise)
         out = tmp_path / f"every{every}"
-        train_prm(_config(backbone, out, correction=mode, meta_every=every, meta_lr=0.5), labels,
-                  meta_set=meta, problems=problems, progress=False)
+        meta_cfg = {"mode": mode, "refresh": every, "meta_lr": 0.5} if every else {"mode": "none"}
+        train_prm(_config(backbone, out, meta=meta_cfg), labels, meta_set=meta, problems=problems, progress=False)
         heads[every] = load_file(str(out / "head.safetensors"))
-    moved = max(float((heads[1][k] - heads[1000][k]).abs().max()) for k in heads[1])
+    moved = max(float((heads[1][k] - heads[0][k]).abs().max()) for k in heads[1])
     assert moved > 1e-6, "the corrected labels / weights must change what the model learns"
+
+
+@pytest.mark.parametrize("mode", ["labels", "weights"])
+def test_no_correction_yet_trains_exactly_like_none(backbone, tmp_path, mode):
+    """No confound: before any label has been corrected, every mode trains on the same targets."""
+    from safetensors.torch import load_file
+
+    train_ids = ["t0", "t1"]
+    labels, problems = _labels(train_ids), _problems(train_ids + ["m0", "m1"])
+    heads = {}
+    for m in (mode, "none"):
+        out = tmp_path / m
+        train_prm(_config(backbone, out, max_steps=1, meta={"mode": m, "refresh": 1}), labels,
+                  meta_set=_solutions(["m0", "m1"]), problems=problems, progress=False)
+        heads[m] = load_file(str(out / "head.safetensors"))
+    assert all(torch.equal(heads[mode][k], heads["none"][k]) for k in heads["none"])
 
 
 def test_plots_from_a_summary_file_and_clear_errors(tmp_path):

@@ -213,7 +213,7 @@ def write_setup(root: Path, url: str, backbone: Path, run_dir: Path, **changes) 
         "generate": {"n_train": 3, "n_eval": 4},
         "label": {"rollouts": 2, "strategy": "full", "max_new_tokens": 128, "concurrency": 4},
         "train": {"backbone": str(backbone), "epochs": 1, "batch_size": 8, "lora_r": 2, "max_length": 384,
-                  "meta_every": 1, "meta_share": 0.5},
+                  "meta": {"refresh": 1}, "meta_share": 0.5},
         "evaluate": {"bootstrap": 100, "aggregations": ["min", "last"]},
         "execution": {"timeout": 3.0, "workers": 2},
     }

@@ -104,3 +104,23 @@ def test_score_of_a_non_checkpoint_is_a_user_error(files, tmp_path):
 
     with pytest.raises(UserError, match="not a PRM checkpoint"):
         load_prm(tmp_path)
+
+
+@pytest.mark.parametrize(("typed", "want_lora", "want_refresh"), [([], 2, 3), (["--lora-r", "4", "--meta-refresh", "5"], 4, 5)])
+def test_config_file_fills_what_the_command_line_does_not_type(files, tmp_path, monkeypatch, typed, want_lora, want_refresh):
+    """--config values win over the options' defaults; options typed on the command line win over both."""
+    import dreamprm_code.prm.train as train_module
+
+    seen = {}
+
+    def fake_train(config, *args, **kwargs):
+        seen["config"] = config
+        return tmp_path / "never"
+
+    monkeypatch.setattr(train_module, "train_prm", fake_train)
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"lora_r": 2, "lr": 5e-4, "meta": {"refresh": 3}}))
+    _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--out", str(tmp_path / "o"),
+          "--config", str(cfg), *typed])
+    config = seen["config"]
+    assert config.lora_r == want_lora and config.lr == 5e-4 and config.meta.refresh == want_refresh

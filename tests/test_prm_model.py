@@ -221,7 +221,7 @@ def test_aggregate(how, expected):
 
 
 def test_aggregate_unknown():
-    with pytest.raises(UserError, match="unknown aggregation"):
+    with pytest.raises(UserError, match="unknown aggregate"):
         aggregate([0.5], "max")
 
 

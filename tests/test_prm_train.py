@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.meta.hypergrad import train_loss as step_loss
 from dreamprm_code.prm.checkpoint import load_prm
 from dreamprm_code.prm.score import score_solutions
-from dreamprm_code.prm.train import TrainConfig, split_by_problem, step_auc, step_loss, train_prm
+from dreamprm_code.prm.train import TrainConfig, split_by_problem, step_auc, train_prm
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
 from tiny_models import save_tiny_backbone
 
@@ -61,7 +62,7 @@ def backbone(tmp_path_factory):
 
 def _config(backbone: str, out, **kw) -> TrainConfig:
     base = dict(backbone=backbone, out=str(out), lora_r=4, lr=3e-3, epochs=3, batch_size=4, max_length=256,
-                warmup_steps=1, correction="none", save_every=1, val_fraction=0.0)
+                warmup_steps=1, meta={"mode": "none"}, save_every=1, val_fraction=0.0)
     return TrainConfig(**{**base, **kw})
 
 
@@ -121,22 +122,22 @@ def test_outcome_only_trains_on_final_steps(backbone, tmp_path):
 def test_label_correction_hook_runs_and_saves_labels(backbone, tmp_path):
     pytest.importorskip("dreamprm_code.meta")
     train_ids, meta_ids = ["t0", "t1", "t2"], ["m0", "m1"]
-    cfg = _config(backbone, tmp_path / "meta", correction="labels", meta_every=1, epochs=1, meta_batch_size=4,
-                  meta_options={"jvp": "fd"})
+    cfg = _config(backbone, tmp_path / "meta", epochs=1, meta={"mode": "labels", "refresh": 1, "batch_size": 4, "jvp": "fd"})
     labels = _labels(train_ids)
     out = train_prm(cfg, labels, meta_set=_solutions(meta_ids), problems=_problems(train_ids + meta_ids),
                     progress=False)
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     outer = [r for r in log if "meta_loss" in r]
-    assert len(outer) == 3  # 12 candidates / 4, one outer step each
+    assert len(outer) == 3  # 12 candidates / 4, a refresh of v after each step
     corrected = json.loads((out / "corrected_labels.json").read_text())
     assert [c["key"] for c in corrected] == [lab.key for lab in labels]
     assert any(abs(c["corrected"] - c["mc_value"]) > 1e-6 for c in corrected)
-    assert json.loads((out / "correction.json").read_text())["outer_steps"] == 3
+    summary = json.loads((out / "correction.json").read_text())
+    assert summary["refreshes"] == 3 and summary["outer_steps"] == 2  # the first batch has no v yet
 
 
 def test_meta_set_overlapping_training_problems_is_refused(backbone, tmp_path):
-    cfg = _config(backbone, tmp_path / "x", correction="labels")
+    cfg = _config(backbone, tmp_path / "x", meta={"mode": "labels"})
     with pytest.raises(UserError, match="apart"):
         train_prm(cfg, _labels(["t0"]), meta_set=_solutions(["t0"]), progress=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import shutil
@@ -14,9 +15,9 @@ import pytest
 from dreamprm_code.records import PASS, WRONG_ANSWER, Problem, Solution, StepScores
 from dreamprm_code.records import TestCase as Case
 from dreamprm_code.report.render import render_candidate, render_markdown
-from dreamprm_code.report.tables import table_rows
+from dreamprm_code.report.tables import rich_table, table_rows
 from dreamprm_code.report.write import write_report
-from dreamprm_code.scaling.evaluate import evaluate
+from dreamprm_code.scaling.evaluate import EvalOptions, evaluate
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,11 +50,11 @@ def evaluated():
             sol = Solution(pid, i, code, verdict=PASS if ok else WRONG_ANSWER)
             solutions.append(sol)
             orm.append(StepScores(sol.id, pid, [0.6 if ok else 0.4]))
-            prm.append(StepScores(sol.id, pid, [0.9, 0.85 if ok else 0.1]))
+            # min ranks right (a wrong candidate's weak first step); last ranks wrong.
+            prm.append(StepScores(sol.id, pid, [0.9, 0.85] if ok else [0.2, 0.95]))
             beh[sol.id] = "ok" if ok else f"bad{i}"
     sets = {"orm": orm, "labels": prm}
-    rep = evaluate(problems, solutions, sets, aggregations=("min", "last"), behaviours=beh, resamples=200,
-                   subsamples=5, baselines=("orm",))
+    rep = evaluate(problems, solutions, sets, EvalOptions(aggregations=("min", "last"), resamples=200, subsamples=5, baselines=("orm",)), behaviours=beh)
     return rep, problems, solutions, sets
 
 
@@ -63,9 +64,15 @@ def test_markdown_has_paper_rows(evaluated):
     for label in ("Policy", "Random", "Majority vote", "ORM", "DreamPRM-Code (label correction)", "Oracle (pass@N)"):
         assert f"| {label} |" in md
     assert "Easy (n=3)" in md and "Overall (n=9)" in md
-    assert "## Every aggregation" in md and "(last)" in md
+    assert "## Every aggregation" in md
+    assert "| DreamPRM-Code (label correction): last = last/vote-mean | 0.0 [0.0, 0.0] |" in md
+    assert "| DreamPRM-Code (label correction) weighted vote (sum, last) | 100.0 [100.0, 100.0] |" in md
+    # ORM has one step and right candidates agree: all its methods pick the same, so they share a row.
+    assert "| ORM: min = min/vote-sum = min/vote-mean = last = last/vote-sum = last/vote-mean |" in md
+    assert "| ORM (last) |" not in md
     header, rows = table_rows(rep)
-    assert len(rows) == 6
+    assert len(rows) == 8  # with the two score sets' weighted votes
+    assert [r.label for r in rows].count("ORM weighted vote (sum)") == 1
 
 
 def test_candidate_steps_coloured_by_score():
@@ -141,3 +148,81 @@ def test_label_correction_figures_from_checkpoints(evaluated, tmp_path):
     page = (out / "report.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 5
     assert "Label correction (prm-labels)" in (out / "report.md").read_text()
+
+
+VERDICT_WORDS = re.compile(r"\b(win|wins|loss|losses|won|lost|beats?)\b", re.IGNORECASE)
+
+
+def visible_text(page: str) -> str:
+    """The text a reader sees: no style block, no tags, entities decoded."""
+    page = re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def rich_text(table) -> str:
+    from rich.console import Console
+
+    console = Console(width=250, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text()
+
+
+def one_difficulty(n_problems: int, scores_per: int = 1):
+    """``n_problems`` medium problems, four candidates each; one score set ranking a right one first."""
+    problems, solutions, orm, beh = [], [], [], {}
+    for k in range(n_problems):
+        pid = f"M{k}"
+        problems.append(Problem(pid, pid, "s", "t", "medium", [Case("stdin", "1\n", "1\n", public=True)]))
+        for i in range(4):
+            ok = i == k % 4 or (k % 3 == 0 and i == 0)
+            sol = Solution(pid, i, COF, verdict=PASS if ok else WRONG_ANSWER)
+            solutions.append(sol)
+            orm.append(StepScores(sol.id, pid, [0.7 if ok else 0.3] * scores_per))
+            beh[sol.id] = "ok" if ok else f"bad{i}"
+    return problems, solutions, {"orm": orm}, beh
+
+
+def test_small_sample_prints_no_verdict_words(evaluated, tmp_path):
+    rep, problems, solutions, sets = evaluated
+    assert not rep.verdicts_allowed
+    # The evaluation itself still finds a significant gap (the PRM at min is the oracle here)...
+    assert rep.method("labels/min").vs_policy["overall"].verdict == "win"
+    write_report(rep, tmp_path, problems=problems, solutions=solutions, score_sets=sets, sample=2)
+    md = (tmp_path / "report.md").read_text()
+    page = visible_text((tmp_path / "report.html").read_text())
+    terminal = rich_text(rich_table(rep)) + rich_text(rich_table(rep, all_aggregations=True))
+    # ...but with 9 problems no report calls it one.
+    for text in (md, page, terminal):
+        assert not VERDICT_WORDS.search(text), VERDICT_WORDS.search(text)
+    assert "Only 9 problems: too small a sample" in md and "Only 9 problems: too small a sample" in page
+    assert "+" in md.split("| DreamPRM-Code (label correction) |")[1].split("\n")[0]  # intervals stay
+
+
+def test_enough_problems_one_difficulty_one_column(tmp_path):
+    problems, solutions, sets, beh = one_difficulty(40)
+    rep = evaluate(problems, solutions, sets, EvalOptions(aggregations=("min", "last"), resamples=200,
+                                                         subsamples=4, baselines=()), behaviours=beh)
+    assert rep.verdicts_allowed
+    header, rows = table_rows(rep)
+    assert header[1] == "Overall, all medium (n=40)" and len(header) == 4
+    assert all(len(r.cells) == 1 for r in rows)
+    write_report(rep, tmp_path, sample=0)
+    md = (tmp_path / "report.md").read_text()
+    assert "| ORM | " in md and " win |" in md and "too small" not in md
+    assert "Medium (n=" not in md
+    # One step per candidate: min and last agree everywhere, so there is no every-aggregation table.
+    assert "Every aggregation" not in md and not (tmp_path / "scaling-all.png").exists()
+    page = (tmp_path / "report.html").read_text()
+    assert '<span class="win">' in page
+    assert len(re.findall(r"<tr>", page.split('id="pass-at-k"')[1].split("</table>")[0])) == 2  # header and one row
+
+
+def test_html_is_autoescaped(tmp_path):
+    problems, solutions, sets, beh = one_difficulty(2)
+    problems[0].title = "<script>alert(1)</script>"
+    rep = evaluate(problems, solutions, sets, EvalOptions(resamples=50, subsamples=2), behaviours=beh)
+    write_report(rep, tmp_path, problems=problems, solutions=solutions, score_sets=sets, sample=2,
+                 title="A & B <i>")
+    page = (tmp_path / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<title>A &amp; B &lt;i&gt;</title>" in page

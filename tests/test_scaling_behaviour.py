@@ -5,7 +5,7 @@ from __future__ import annotations
 from dreamprm_code.records import PASS, WRONG_ANSWER, Problem, Solution
 from dreamprm_code.records import TestCase as Case
 from dreamprm_code.scaling.behaviour import behaviour_key, compute_behaviours, is_failure, vote_tests
-from dreamprm_code.scaling.evaluate import evaluate
+from dreamprm_code.scaling.evaluate import EvalOptions, evaluate
 
 PROBLEM = Problem(
     "sum",
@@ -45,5 +45,5 @@ def test_compute_behaviours_with_real_sandbox_and_cache(tmp_path):
     # Resumed: everything comes from the cache, no sandbox run needed.
     again = compute_behaviours([PROBLEM], sols, cache=tmp_path / "beh.jsonl", workers=1, show_progress=False)
     assert again == beh
-    rep = evaluate([PROBLEM], sols, {}, behaviours=beh, resamples=20)
+    rep = evaluate([PROBLEM], sols, {}, EvalOptions(resamples=20), behaviours=beh)
     assert rep.method("majority").per_problem["sum"] == 1.0

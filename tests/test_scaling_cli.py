@@ -57,3 +57,5 @@ def test_evaluate_cli_writes_report_and_rejects_bad_scores(tmp_path):
     assert f"{bad}:2: field 'scores'" in proc.stderr
     proc = _cli(*base, "--scores", f"x={tmp_path / 'missing.jsonl'}", "--out", str(tmp_path / "eval3"))
     assert proc.returncode == 2 and "file not found" in proc.stderr
+    proc = _cli(*base, "--weighted-vote", "max", "--out", str(tmp_path / "eval4"))
+    assert proc.returncode == 2 and "unknown weighted vote 'max'" in proc.stderr

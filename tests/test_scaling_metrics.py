@@ -23,7 +23,7 @@ from dreamprm_code.scaling.metrics import (
     selection_pass_at_1,
     tie_rng,
 )
-from dreamprm_code.scaling.select import aggregate, majority_vote
+from dreamprm_code.scaling.select import aggregate, majority_vote, vote_weight, weighted_vote
 
 
 @given(st.integers(1, 12), st.data())
@@ -135,3 +135,43 @@ def test_majority_vote():
     assert majority_vote([None, None], tie_rng(1)) in (0, 1)
     picks = {majority_vote(["a", "b", "b", "a"], tie_rng(0, str(i))) for i in range(50)}
     assert picks == {0, 1, 2, 3}
+
+
+def test_weighted_vote_differs_from_plain_vote_and_argmax():
+    # Cluster A: one very high score and one very low; B: three agreeing, fairly good;
+    # C: the largest cluster, all poorly scored.
+    beh = ["A", "A", "B", "B", "B", "C", "C", "C", "C"]
+    scores = [0.95, 0.1, 0.7, 0.7, 0.72, 0.2, 0.2, 0.2, 0.2]
+    rng = tie_rng(0)
+    assert majority_vote(beh, rng) in (5, 6, 7, 8)
+    assert argmax_seeded(scores, rng) == 0
+    # sum: A 1.05, B 2.12, C 0.8; mean: A 0.525, B 0.707, C 0.2. The pick is B's best member.
+    assert weighted_vote(beh, scores, "min", "sum", rng) == 4
+    assert weighted_vote(beh, scores, "min", "mean", rng) == 4
+
+
+def test_weighted_vote_sum_and_mean_disagree():
+    # sum: A 0.9, B 1.15, C 0.9 -> B; mean: A 0.3, B 0.575, C 0.9 -> C (a lone high score wins).
+    beh = ["A", "A", "A", "B", "B", "C"]
+    scores = [0.3, 0.3, 0.3, 0.55, 0.6, 0.9]
+    assert weighted_vote(beh, scores, "min", "sum", tie_rng(0)) == 4
+    assert weighted_vote(beh, scores, "min", "mean", tie_rng(0)) == 5
+
+
+def test_weighted_vote_broken_unscored_and_logodds():
+    # Broken candidates (None) join no cluster however high their score...
+    assert weighted_vote([None, "x", "y"], [0.99, 0.2, 0.3], "min", "sum", tie_rng(0)) == 2
+    # ...unless every candidate is broken: then the best-scored one.
+    assert weighted_vote([None, None, None], [0.1, 0.8, 0.3], "min", "sum", tie_rng(0)) == 1
+    # Unscored (NaN) members add nothing to their cluster.
+    assert weighted_vote(["a", "a", "a", "b"], [float("nan")] * 3 + [0.1], "min", "sum", tie_rng(0)) == 3
+    # Log-odds aggregates weigh as probabilities: two agreeing at logit 0 (0.5 each) beat one at
+    # logit 0.5 (0.62); summing raw log-odds would give 0 < 0.5.
+    assert vote_weight(0.0, "logodds") == pytest.approx(0.5)
+    assert vote_weight(-1e9, "logodds") == 0.0
+    assert weighted_vote(["a", "a", "b"], [0.0, 0.0, 0.5], "logodds", "sum", tie_rng(0)) in (0, 1)
+    # Equal cluster weights are a seeded draw between clusters.
+    picks = {weighted_vote(["a", "b"], [0.5, 0.5], "min", "sum", tie_rng(0, str(i))) for i in range(40)}
+    assert picks == {0, 1}
+    with pytest.raises(UserError, match="vote weighting"):
+        weighted_vote(["a"], [0.5], "min", "median", tie_rng(0))

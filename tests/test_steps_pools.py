@@ -1,4 +1,4 @@
-"""Every real candidate in ``../shared/data/pools`` splits, tiles, and keeps parseable prefixes."""
+"""Every real candidate in the data folder's ``pools`` splits, tiles, and keeps parseable prefixes."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ from dreamprm_code.errors import UserError
 
 DEFAULT_POLICY = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PRM = "smollm2-135m-instruct"
+#: Shorter names of embedded models (the code PRM backbone is the policy's own weights).
+ALIASES = {"qwen2.5-coder-0.5b": DEFAULT_POLICY}
 MARKER = "dreamprm-embedded.json"
 _CHUNK = 1 << 22
 
@@ -39,6 +41,8 @@ class EmbeddedModel:
     sha256: str  # of the chunks concatenated in order
     size: int
     description: str
+    hub_id: str = ""  # the Hugging Face hub model the GGUF was quantized from
+    quantization: str = ""
 
     @property
     def pip_command(self) -> str:
@@ -56,6 +60,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
         description="Qwen2.5-Coder-0.5B-Instruct (GGUF Q4, six PyPI chunks); the default CPU policy",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        quantization="GGUF Q4",
     ),
     DEFAULT_PRM: EmbeddedModel(
         name=DEFAULT_PRM,
@@ -63,8 +69,15 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
         description="SmolLM2-135M-Instruct (GGUF Q4_1); the fast PRM backbone",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantization="GGUF Q4_1",
     ),
 }
+
+
+def canonical_name(name: str) -> str:
+    """The embedded model an alias stands for (``qwen2.5-coder-0.5b``: the policy); other names as given."""
+    return ALIASES.get(name, name)
 
 
 def cache_root() -> Path:
@@ -224,9 +237,11 @@ def _cache_is_valid(path: Path, sha256: str) -> bool:
 
 def resolve_embedded(name: str, cache_dir: str | Path | None = None) -> Path:
     """The converted directory of an embedded model, converting it on first use."""
+    name = canonical_name(name)
     model = EMBEDDED.get(name)
     if model is None:
-        raise UserError(f"unknown embedded model '{name}'; known: {', '.join(sorted(EMBEDDED))}", field="model")
+        known = ", ".join(sorted([*EMBEDDED, *ALIASES]))
+        raise UserError(f"unknown embedded model '{name}'; known: {known}", field="model")
     dest = model_cache_dir(name, cache_dir)
     if _cache_is_valid(dest, model.sha256):
         return dest
@@ -255,6 +270,23 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> Path:
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not spec:
         raise UserError("model directory not found", path=path)
     return _from_hub(spec)
+
+
+def hub_id(spec: str) -> str | None:
+    """The Hugging Face hub id a model spec stands for, so checkpoints can name their base model
+    the way the hub does: the original of an embedded model, the repo of a hub-cache snapshot
+    directory, or the spec itself when it is a hub id; ``None`` for any other local directory."""
+    spec = str(spec).strip()
+    if spec == "embedded" or spec.startswith("embedded:"):
+        model = EMBEDDED.get(canonical_name(spec.partition(":")[2] or DEFAULT_POLICY))
+        return model.hub_id if model else None
+    path = Path(spec).expanduser()
+    for part in path.parts:  # <hub cache>/models--ORG--NAME/snapshots/REV
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:3])
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return None
+    return spec
 
 
 def _from_hub(repo_id: str) -> Path:

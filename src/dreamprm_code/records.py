@@ -7,7 +7,7 @@ Every stage reads and writes these as JSON lines. ``to_dict`` / ``from_dict`` ar
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 Difficulty = Literal["easy", "medium", "hard"]
 TestKind = Literal["stdin", "functional", "assert"]
@@ -20,10 +20,6 @@ MEMORY_LIMIT = "memory_limit"
 RUNTIME_ERROR = "runtime_error"
 COMPILE_ERROR = "compile_error"
 VERDICTS = (PASS, WRONG_ANSWER, TIME_LIMIT, MEMORY_LIMIT, RUNTIME_ERROR, COMPILE_ERROR)
-
-#: How a candidate's step scores become one number to rank by (see ``scaling.select``).
-Aggregation = Literal["min", "mean", "last", "product", "logodds"]
-AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 
 def _from_dict(cls, data: dict[str, Any]):

@@ -30,6 +30,22 @@ def data_dir() -> Path:
     return Path("../shared/data")
 
 
+def data_path(*parts: str, root: str | Path | None = None) -> Path:
+    """``parts`` inside the data folder (``root``, else :func:`data_dir`), which must exist.
+
+    Benchmarks, experiments and tests find the data this one way; a missing folder stops with
+    one line that says where it looked and how to point at the data.
+    """
+    path = Path(root if root is not None else data_dir()).joinpath(*parts)
+    if not path.exists():
+        raise UserError(
+            "data not found; set DREAMPRM_DATA to the folder holding mbpp/, apps-150/, "
+            "leetcode-180/ and pools/ (see the README there)",
+            path=path,
+        )
+    return path
+
+
 def default_path(source: str, relative: str) -> Path:
     """The default file of ``source``, or a :class:`UserError` saying how to point at it."""
     path = data_dir() / relative

@@ -32,6 +32,33 @@ HUB_REPO = "livecodebench/code_generation_lite"
 HUB_BASE = f"hf://datasets/{HUB_REPO}"
 FILES = ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl"]
 DIFFICULTIES = ("easy", "medium", "hard")
+#: ``contest_date`` written for a problem without one (HumanEval, MBPP, APPS...) in the LCB layout:
+#: LiveCodeBench's ``compute_scores`` parses every record's date with ``datetime.fromisoformat``,
+#: and the epoch sorts before any contest, so a ``--start_date`` window leaves these problems out.
+PLACEHOLDER_DATE = "1970-01-01T00:00:00"
+#: the fields that tell a LiveCodeBench problem record from our own problems JSONL
+LCB_FIELDS = ("question_id", "question_content")
+
+
+def contest_date(problem: Problem) -> str:
+    """The problem's contest date as LiveCodeBench writes it (full ISO, ``2023-08-21T00:00:00``)."""
+    full = problem.meta.get("contest_date") if isinstance(problem.meta, dict) else None
+    if isinstance(full, str) and full:
+        return dt.datetime.fromisoformat(full).isoformat()
+    if problem.date:
+        return dt.datetime.fromisoformat(problem.date).isoformat()
+    return PLACEHOLDER_DATE
+
+
+def is_lcb_file(path: Path) -> bool:
+    """Whether a problems file is in LiveCodeBench's layout (its first record has :data:`LCB_FIELDS`)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            listed = fh.read(1024).lstrip().startswith("[")
+        first = _local_records(path)[0] if listed else next(iter_jsonl(path), None)
+    except (OSError, UnicodeDecodeError, UserError, IndexError):
+        return False
+    return first is not None and isinstance(first[1], dict) and all(k in first[1] for k in LCB_FIELDS)
 
 
 def release_files(release: str) -> list[str]:

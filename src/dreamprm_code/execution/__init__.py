@@ -4,7 +4,8 @@
 cache; ``run_outputs`` returns each test's behaviour for majority votes. See docs/execution.md.
 """
 
-from dreamprm_code.execution.runner import Executor, Limits, cache_key, run_program
+from dreamprm_code.execution.limits import Limits
 from dreamprm_code.execution.sandbox import SandboxInfo, detect_sandbox
+from dreamprm_code.execution.verdicts import Executor, cache_key, run_program
 
 __all__ = ["Executor", "Limits", "SandboxInfo", "cache_key", "detect_sandbox", "run_program"]

@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dreamprm_code.distributed import RayOptions, as_options, execute_on_ray
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution.runner import Executor, Limits
+from dreamprm_code.execution.limits import Limits
+from dreamprm_code.execution.verdicts import Executor
 from dreamprm_code.io import JsonlAppender, atomic_write_json
 from dreamprm_code.options import options_from
 from dreamprm_code.records import VERDICTS, ExecResult, Problem, Solution
@@ -27,13 +29,17 @@ def execute_solutions(
     sandbox: str = "auto",
     cache_dir: str | Path | None = None,
     fmt: str = "ours",
+    memory_bound: str = "auto",
     progress: bool = True,
+    ray: str | RayOptions | None = None,
 ) -> list[Solution]:
     """Grade every solution and append it, with ``verdict``/``result`` filled, to ``out``.
 
     ``out`` is an append-only JSONL log keyed by solution id, so a killed run resumes where it
     stopped; ``fmt="lcb"`` also writes LiveCodeBench's ``_eval_all`` JSON (``question_id``,
     ``code_list``, ``graded_list``, ``pass@1``, ``metadata``) next to it (``out`` with ``.lcb.json``).
+    ``ray``: run on a Ray cluster instead (:func:`dreamprm_code.distributed.execute_on_ray`;
+    ``workers`` is then per actor, and ``cache_dir`` is not used: ``out`` is the log).
     """
     if fmt not in ("ours", "lcb"):
         raise UserError(f"unknown format {fmt!r}; use ours or lcb", field="format")
@@ -44,17 +50,23 @@ def execute_solutions(
     log = JsonlAppender(out, key=lambda r: r["id"])
     graded = {r["id"]: Solution.from_dict(r) for r in log.records}
     todo = [s for s in solutions if s.id not in log.done]
+
+    def write(i: int, res: ExecResult) -> None:
+        sol = todo[i]
+        sol.verdict = res.verdict
+        sol.result = res
+        log.append(sol.to_dict())
+        graded[sol.id] = sol
+
+    pairs = [(by_id[s.problem_id], s.code) for s in todo]
     try:
-        with Executor(limits, workers=workers, cache_dir=cache_dir, sandbox=sandbox) as ex:  # type: ignore[arg-type]
-
-            def write(i: int, res: ExecResult) -> None:
-                sol = todo[i]
-                sol.verdict = res.verdict
-                sol.result = res
-                log.append(sol.to_dict())
-                graded[sol.id] = sol
-
-            ex.run_many([(by_id[s.problem_id], s.code) for s in todo], progress=progress, on_result=write)
+        if ray is not None:
+            execute_on_ray(as_options(ray), pairs, write, limits=limits or Limits(), workers=workers or 1,
+                           sandbox=sandbox, progress=progress)
+        else:
+            with Executor(limits, workers=workers, cache_dir=cache_dir, sandbox=sandbox,  # type: ignore[arg-type]
+                          memory_bound=memory_bound) as ex:  # type: ignore[arg-type]
+                ex.run_many(pairs, progress=progress, on_result=write)
     finally:
         log.close()
     ordered = [graded[s.id] for s in solutions if s.id in graded]
@@ -64,7 +76,10 @@ def execute_solutions(
 
 
 def lcb_eval_all(problems: list[Problem], solutions: list[Solution]) -> list[dict]:
-    """LiveCodeBench's ``*_eval_all.json`` layout: one record per problem with its candidates."""
+    """LiveCodeBench's ``*_eval_all.json`` layout: one record per problem with its candidates;
+    ``contest_date`` is full ISO, :data:`~dreamprm_code.data.livecodebench.PLACEHOLDER_DATE` when unknown."""
+    from dreamprm_code.data.livecodebench import contest_date
+
     groups: dict[str, list[Solution]] = {}
     for s in solutions:
         groups.setdefault(s.problem_id, []).append(s)
@@ -80,7 +95,7 @@ def lcb_eval_all(problems: list[Problem], solutions: list[Solution]) -> list[dic
             "question_content": p.statement,
             "platform": p.platform,
             "difficulty": p.difficulty,
-            "contest_date": p.date,
+            "contest_date": contest_date(p),
             "starter_code": p.starter_code,
             "code_list": [s.code for s in sols],
             "output_list": [s.raw if s.raw is not None else s.code for s in sols],
@@ -131,8 +146,13 @@ def execute_command(
     out: Path = typer.Option(..., "--out", help="graded solutions JSONL (append-only; re-run to resume)"),
     fmt: str = typer.Option("ours", "--format", help="ours, or lcb to also write LiveCodeBench's _eval_all JSON"),
     workers: int | None = typer.Option(None, "--workers", help="parallel sandboxed workers (default: CPU count)"),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, bwrap, or rlimits (no file-system isolation)"),
+    memory_bound: str = typer.Option("auto", "--memory-bound",
+                                     help="tree bound: auto, cgroup2, cgroup1, watchdog (/proc, 50 ms) or off"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, bwrap, or rlimits (no file-system isolation); "
+                                "each with the tree bound of --memory-bound"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="result cache shared across runs"),
+    ray: str | None = typer.Option(None, "--ray", help="run on Ray: auto, HOST:PORT, ray://HOST:PORT or local"),
+    ray_actors: int | None = typer.Option(None, "--ray-actors", help="sandbox actors on Ray (default: CPUs / workers)"),
 ) -> None:
     """Run candidate solutions against their problems' tests in the sandbox and record verdicts."""
     from dreamprm_code.data import load_problems, load_solutions
@@ -140,7 +160,7 @@ def execute_command(
     probs = load_problems(problems)
     sols = load_solutions(solutions, problems=probs)
     graded = execute_solutions(probs, sols, out, limits=limits, workers=workers, sandbox=sandbox,
-                               cache_dir=cache_dir, fmt=fmt)
+                               cache_dir=cache_dir, fmt=fmt, memory_bound=memory_bound, ray=as_options(ray, ray_actors))
     console = Console()
     console.print(summary_table(graded))
     console.print(f"wrote {len(graded)} graded solutions to {out}" + (f" and {out}.lcb.json" if fmt == "lcb" else ""))

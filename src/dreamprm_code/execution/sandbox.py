@@ -8,7 +8,7 @@ keeps only CAP_SETUID/CAP_SETGID/CAP_KILL, which it uses to run each candidate u
 unprivileged uid and to kill what it leaves; run as a normal user, bwrap builds a user
 namespace instead. As root, each worker's candidates run under
 a uid of their own, forked once from the worker; as a normal user each candidate gets its own
-user + PID namespace (see ``_runtime.py``). Either way killing it kills everything it started.
+user + PID namespace (see ``worker/process.py``). Either way killing it kills everything it started.
 
 Without bwrap the fallback is ``rlimits``: the same worker, resource limits, a private working
 directory, a cleared environment and (when the kernel allows unprivileged user namespaces)
@@ -37,11 +37,15 @@ from pathlib import Path
 from typing import Literal
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution import _runtime
+from dreamprm_code.execution import worker as worker_package
+from dreamprm_code.execution.bound import TreeBound, make_bound
+from dreamprm_code.execution.worker.messages import EndRequest, Reply, Request, WorkerConfig
+from dreamprm_code.execution.worker.wire import FrameError, recv_frame_fds, write_frame
 from dreamprm_code.progress import console
 
 SandboxMode = Literal["auto", "bwrap", "rlimits"]
-RUNTIME_PATH = Path(_runtime.__file__).resolve()
+WORKER_DIR = Path(worker_package.__file__).resolve().parent  # the package shipped into the sandbox
+SANDBOX_WORKER_DIR = "/sandbox/worker"
 NOBODY = 65534
 
 
@@ -87,7 +91,7 @@ def _ro_system_args() -> list[str]:
     return args
 
 
-def bwrap_command(config: dict) -> list[str]:
+def bwrap_command(config: WorkerConfig) -> list[str]:
     """The bubblewrap command line that starts one worker."""
     exe, prefix = _python()
     args = ["bwrap", "--die-with-parent", "--new-session"]
@@ -111,11 +115,21 @@ def bwrap_command(config: dict) -> list[str]:
     purelib = os.path.realpath(sysconfig.get_paths(vars={"base": prefix, "platbase": prefix})["purelib"])
     if os.path.isdir(purelib) and purelib.startswith(prefix):
         args += ["--tmpfs", purelib]  # the stdlib only: hide the base interpreter's packages
-    args += ["--ro-bind", str(RUNTIME_PATH), "/sandbox/runtime.py"]
+    args += ["--ro-bind", str(WORKER_DIR), SANDBOX_WORKER_DIR]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/sandbox/tmp"]
     args += ["--clearenv", "--setenv", "LANG", "C.UTF-8", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]
-    args += ["--chdir", "/tmp", exe, "-I", "-B", "/sandbox/runtime.py", json.dumps(config)]
+    args += ["--chdir", "/tmp", *worker_command(exe, SANDBOX_WORKER_DIR, config)]
     return args
+
+
+def worker_command(exe: str, package: str, config: WorkerConfig) -> list[str]:
+    """The interpreter command that runs the worker package found at ``package``.
+
+    ``-I`` puts no script directory on ``sys.path``, so the launcher adds the package's parent
+    for the one import and takes it off again: candidates see the same ``sys.path`` as ever."""
+    launch = (f"import sys; sys.path.insert(0, {str(Path(package).parent)!r}); "
+              "from worker.process import worker_main; del sys.path[0]; worker_main(sys.argv)")
+    return [exe, "-I", "-B", "-c", launch, json.dumps(config)]
 
 
 _SPAWNER: ThreadPoolExecutor | None = None
@@ -127,7 +141,7 @@ def _candidate_uid() -> int:
     """The first of two unprivileged uids (``u``, ``u + 1``) for one worker's candidates, used
     by nothing else on the machine: RLIMIT_NPROC then counts only that worker's candidate
     (privileged bwrap has no user namespace of its own, so a shared uid would share the limit
-    across workers). Candidates alternate between the two (see ``_runtime._Worker``)."""
+    across workers). Candidates alternate between the two (see ``worker.process._Worker``)."""
     return _UID_BASE + ((os.getpid() & 0xFFFF) << 12) + ((next(_UIDS) & 0x7FF) << 1)
 
 
@@ -145,10 +159,13 @@ def _spawner() -> ThreadPoolExecutor:
 class SandboxWorker:
     """One persistent sandboxed worker process; requests are answered one at a time."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, bound: str = "off") -> None:
+        """``bound``: the tree bound (:func:`~dreamprm_code.execution.bound.detect_bound`)."""
         if mode not in ("bwrap", "rlimits"):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode
+        self.bound_mode = bound
+        self.bound: TreeBound | None = None
         self.proc: subprocess.Popen | None = None
         self.info: SandboxInfo | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -159,19 +176,21 @@ class SandboxWorker:
     def start(self, timeout: float = 120.0) -> SandboxInfo:
         """Start the worker and wait for its hello (interpreter warm, namespaces probed)."""
         self.kill()
+        cg_fds = self._tree_bound().procs_fds()
         drop = NOBODY if os.geteuid() == 0 else None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the worker)
         if self.mode == "bwrap":
             config = {"tmp_root": "/tmp", "drop_uid": drop, "unshare_net": False}
             if drop is not None:  # privileged bwrap: one fork per candidate, under a uid of its own
                 config.update(fast=True, cand_uid=_candidate_uid())
+            config["cgroup_fds"] = cg_fds
             cmd, env, cwd = bwrap_command(config), {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="dreamprm-sandbox-")
             root = self._tmp.name
-            config = {"tmp_root": root, "drop_uid": drop, "unshare_net": True}
+            config = {"tmp_root": root, "drop_uid": drop, "unshare_net": True, "cgroup_fds": cg_fds}
             exe, _ = _python()
-            cmd = [exe, "-I", "-B", str(RUNTIME_PATH), json.dumps(config)]
+            cmd = worker_command(exe, str(WORKER_DIR), config)
             env, cwd = {"LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}, root
         stderr = self._stderr
         # One Unix socket is the worker's stdin and stdout: frames both ways, and file
@@ -184,6 +203,7 @@ class SandboxWorker:
             self.proc = _spawner().submit(
                 subprocess.Popen, cmd, stdin=theirs, stdout=theirs, stderr=stderr,
                 env=env, cwd=cwd, start_new_session=True, close_fds=True,
+                pass_fds=[fd for fds in cg_fds for fd in fds],
             ).result()
         finally:
             theirs.close()
@@ -196,7 +216,18 @@ class SandboxWorker:
             raise WorkerDied(f"sandbox worker ({self.mode}) did not start: {exc}; {detail}") from None
         self.info = SandboxInfo(self.mode, bool(hello.get("pid_ns")), int(hello.get("uid", -1)),
                                 str(hello.get("python", "")), bool(hello.get("fast")))
+        self._tree_bound().attach(self.proc.pid)
         return self.info
+
+    def _tree_bound(self) -> TreeBound:
+        """Made once per worker slot and kept across restarts (its limits written once)."""
+        if self.bound is None:
+            self.bound = make_bound(self.bound_mode)
+        return self.bound
+
+    def memory_kills(self) -> int:
+        """How many candidate trees the tree bound has killed for memory on this worker so far."""
+        return self.bound.kills() if self.bound is not None else 0
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:
@@ -204,14 +235,14 @@ class SandboxWorker:
         self._stderr.seek(0)
         return self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
 
-    def _read(self, deadline: float) -> tuple[dict, list[int]]:
+    def _read(self, deadline: float) -> tuple[Reply, list[int]]:
         assert self.sock is not None
         try:
-            reply, fds = _runtime.recv_frame_fds(self.sock, deadline)
+            reply, fds = recv_frame_fds(self.sock, deadline)
         except TimeoutError:
             self.kill()
             raise WorkerDied("no answer before the deadline", deadline=True) from None
-        except (_runtime.FrameError, OSError) as exc:
+        except (FrameError, OSError) as exc:
             detail = self._stderr_tail()
             self.kill()
             raise WorkerDied(f"{exc}" + (f"; worker stderr: {detail[-500:]}" if detail else "")) from None
@@ -222,29 +253,33 @@ class SandboxWorker:
             raise WorkerDied("malformed answer")
         return reply, fds
 
-    def _send(self, msg: dict) -> None:
+    def _send(self, msg: Request) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         assert self.sock is not None
         try:
-            _runtime.write_frame(self.sock.fileno(), msg)
+            write_frame(self.sock.fileno(), msg)
         except OSError as exc:
             self.kill()
             raise WorkerDied(f"cannot write to the worker: {exc}") from None
 
-    def request_fds(self, msg: dict, timeout: float) -> tuple[dict, list[int]]:
+    def request_fds(self, msg: Request, timeout: float) -> tuple[Reply, list[int]]:
         """Send one request and wait for its answer and any file descriptors sent with it."""
+        limits = msg.get("limits")
+        if limits is not None:  # before the candidate is forked; a write only when they change
+            # pids.max: the candidate's processes and threads, + 1 for the namespace shim
+            self._tree_bound().set_limits(int(limits["tree_memory_mb"]) << 20, int(limits["processes"]) + 1)
         self._send(msg)
         return self._read(time.monotonic() + timeout)
 
-    def request(self, msg: dict, timeout: float) -> dict:
+    def request(self, msg: Request, timeout: float) -> Reply:
         """Send one request and wait for its answer; a dead or stuck worker is killed."""
         reply, fds = self.request_fds(msg, timeout)
         for fd in fds:
             os.close(fd)
         return reply
 
-    def post(self, msg: dict) -> None:
+    def post(self, msg: EndRequest) -> None:
         """Send a request that gets no answer (``end`` with ``quiet``)."""
         self._send(msg)
 
@@ -271,7 +306,12 @@ class SandboxWorker:
             self._tmp.cleanup()
             self._tmp = None
 
-    close = kill
+    def close(self) -> None:
+        """Kill the worker and remove its tree bound (cgroups) for good."""
+        self.kill()
+        if self.bound is not None:
+            self.bound.close()
+            self.bound = None
 
 
 _DETECTED: dict[str, SandboxInfo] = {}
@@ -298,7 +338,7 @@ def detect_sandbox(requested: SandboxMode = "auto") -> str:
                 except WorkerDied as exc:
                     reason = str(exc)
                 finally:
-                    worker.kill()
+                    worker.close()
             if reason is not None:
                 if requested == "bwrap":
                     raise UserError(f"sandbox 'bwrap' is not usable: {reason}", field="sandbox")

@@ -10,23 +10,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from dreamprm_code.errors import UserError
+from dreamprm_code.distributed import load_policy_spec
 from dreamprm_code.labeling.config import LabelConfig
-
-
-def _load(policy: Any) -> Any:
-    if isinstance(policy, str):
-        from dreamprm_code.policy import load_policy
-
-        return load_policy(policy)
-    return policy
 
 
 class LocalBackend:
     """The policy and the executor of this process (the executor runs its own worker pool)."""
 
     def __init__(self, policy: Any, executor: Any) -> None:
-        self.policy = _load(policy)
+        self.policy = load_policy_spec(policy)
         self.executor = executor
         self._lock = threading.Lock()
 
@@ -41,99 +33,51 @@ class LocalBackend:
         """Nothing to release: the caller owns the policy and the executor."""
 
 
-class _PolicyActor:
-    """A policy replica living in a Ray worker (loads the spec there, or unpickles the object)."""
-
-    def __init__(self, policy: Any) -> None:
-        self.policy = _load(policy)
-
-    def generate(self, prompts: list[Any], n: int, sampling: Any) -> list[list[Any]]:
-        return self.policy.generate(prompts, n, sampling)
-
-
-class _ExecActor:
-    """A sandbox executor living in a Ray worker, its sandbox workers kept warm between batches.
-
-    It has no result cache of its own: the driver deduplicates programs and logs verdicts.
-    """
-
-    def __init__(self, limits: Any, workers: int, sandbox: str) -> None:
-        from dreamprm_code.execution import Executor
-
-        self.executor = Executor(limits, workers=workers, sandbox=sandbox)
-
-    def run_many(self, pairs: list[tuple[Any, str]]) -> list[Any]:
-        return self.executor.run_many(pairs, progress=False)
-
-    def close(self) -> None:
-        self.executor.close()
-
-
-def _chunks(items: list[Any], parts: int) -> list[list[Any]]:
-    parts = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + size + (i < extra)
-        out.append(items[start:end])
-        start = end
-    return [c for c in out if c]
-
-
 class RayBackend:
-    """Policy replicas and sandbox executors as Ray actors; each wave is split between them.
+    """Policy replicas and sandbox executors as Ray actors (:mod:`dreamprm_code.distributed`);
+    each wave is cut into pieces handed out as actors free up, so a slow actor takes fewer.
 
-    ``address``: ``auto`` (a running cluster), ``ray://HOST:PORT``, or ``local`` (start a private
-    instance for this run). If Ray is already initialised in this process (a test, a notebook),
-    that instance is used and left running. The executor given to :func:`label_solutions` only
-    lends its settings (limits, workers per actor, sandbox mode) to the actors.
+    ``address``: ``auto`` (a running cluster), ``HOST:PORT``, ``ray://HOST:PORT``, or ``local``
+    (start a private instance for this run). If Ray is already initialised in this process (a
+    test, a notebook), that instance is used and left running. The executor given to
+    :func:`label_solutions` only lends its settings (limits, workers per actor, sandbox mode).
     """
 
     def __init__(self, policy: Any, executor: Any, config: LabelConfig) -> None:
+        from dreamprm_code.distributed import ExecActor, Fleet, PolicyActor, ray_session
+
+        self._session = ray_session(config.ray or "local")
+        ray = self._session.__enter__()
         try:
-            import ray
-        except ImportError:
-            raise UserError(
-                "--ray needs Ray: pip install 'dreamprm-code[ray]' (or 'ray[default]')", field="ray"
-            ) from None
-        self._ray = ray
-        self._owns = False
-        if not ray.is_initialized():
-            address = None if config.ray in (None, "local") else config.ray
-            try:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise UserError(f"cannot reach Ray at '{config.ray}': {exc}", field="ray") from None
-            self._owns = True
-        policy_cls = ray.remote(num_cpus=1, num_gpus=config.ray_policy_gpus)(_PolicyActor)
-        exec_cls = ray.remote(num_cpus=1)(_ExecActor)
-        self._policies = [policy_cls.remote(policy) for _ in range(config.ray_policy_actors)]
-        self._executors = [
-            exec_cls.remote(executor.limits, executor.workers, executor.mode)
-            for _ in range(config.ray_exec_actors)
-        ]
+            self._policies = Fleet(ray, PolicyActor, (policy,), actors=config.ray_policy_actors,
+                                   num_gpus=config.ray_policy_gpus)
+            self._executors = Fleet(ray, ExecActor, (executor.limits, executor.workers, executor.mode),
+                                    actors=config.ray_exec_actors, num_cpus=executor.workers,
+                                    slots=executor.workers)
+        except BaseException:
+            self._session.__exit__(None, None, None)
+            raise
 
     def generate(self, prompts: list[Any], n: int, sampling: Any) -> list[list[Any]]:
-        chunks = _chunks(prompts, len(self._policies))
-        futures = [a.generate.remote(c, n, sampling) for a, c in zip(self._policies, chunks, strict=False)]
-        return [comps for part in self._ray.get(futures) for comps in part]
+        from dreamprm_code.distributed import chunk_size, chunks
+
+        pieces = chunks(prompts, chunk_size(len(prompts), self._policies.size, per_actor=2))
+        parts = self._policies.map("generate", [(c, n, sampling) for c in pieces])
+        return [comps for part in parts for comps in part]
 
     def execute(self, pairs: list[tuple[Any, str]]) -> list[Any]:
+        from dreamprm_code.distributed import chunks
+
         if not pairs:
             return []
-        chunks = _chunks(pairs, len(self._executors))
-        futures = [a.run_many.remote(c) for a, c in zip(self._executors, chunks, strict=False)]
-        return [res for part in self._ray.get(futures) for res in part]
+        return [res for part in self._executors.map("run_batch", chunks(pairs, 2)) for res in part]
 
     def close(self) -> None:
         try:
-            self._ray.get([a.close.remote() for a in self._executors])
+            self._executors.close()
+            self._policies.close()
         finally:
-            for actor in self._policies + self._executors:
-                self._ray.kill(actor)
-            self._policies, self._executors = [], []
-            if self._owns:
-                self._ray.shutdown()
+            self._session.__exit__(None, None, None)
 
 
 def make_backend(policy: Any, executor: Any, config: LabelConfig) -> LocalBackend | RayBackend:

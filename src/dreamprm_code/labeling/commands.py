@@ -67,3 +67,6 @@ def label_command(
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``dreamprm-code`` app."""
     app.command("label")(label_command)
+    from dreamprm_code.labeling.trl_commands import labels_app
+
+    app.add_typer(labels_app, name="labels")

@@ -1,24 +1,37 @@
-"""Meta-learned label correction (DESIGN decision 4): ``labels`` (default), ``weights``, ``none``.
+"""Meta-learned label correction: ``labels`` (default), ``weights``, ``none``.
 
-The PRM trainer asks a :class:`Correction` for the targets of every training batch
-(:meth:`Correction.targets`), and every ``config.every`` inner steps calls
-:meth:`Correction.outer_step`, which moves the learnable variables so that the PRM, after one
-look-ahead SGD step on the current labels, better predicts the unit-test verdicts of a meta set
-of whole solutions. The exact hypergradient is in :mod:`dreamprm_code.meta.hypergrad`.
+The PRM trainer (and any loop that follows the :class:`CorrectionHook` contract) asks the
+correction for the targets of every training batch and gives it two chances per inner step:
 
-- ``labels``: every learnable step label is a logit ``a_i`` initialised from its MC value
-  (clamped to ``[clamp, 1 - clamp]``); the target is ``sigmoid(a_i)``.
-  dL_meta/da_i = (eta/B) <v, dz_i/dtheta> * y_i (1 - y_i).
-- ``weights``: the reference implementation's per-example loss weight, here
-  ``w_i = max_weight * sigmoid(b_i)`` with ``b_i = 0`` at the start (w = max_weight / 2 = 1),
-  so weights stay positive and bounded. There is *no* weight decay: the reference's decay pulls
-  every weight, also those of examples never seen in a meta step, towards 0.
-  dL_meta/db_i = -(eta/B) (sigmoid(z_i) - y_i) <v, dz_i/dtheta> * w_i (1 - w_i / max_weight).
-- ``none``: the MC labels as they are; ``outer_step`` does nothing.
+1. :meth:`Correction.correct`, before the batch is trained on (MW-Net order): the batch's
+   learnable labels move along their hypergradient, the one-step formula of
+   :mod:`dreamprm_code.meta.hypergrad` with the meta direction ``v`` of the last refresh; the
+   per-label part is a Jacobian-vector product of the batch's logits along ``v`` (one extra
+   forward pass without a graph, ``jvp="fd1"``).
+2. :meth:`Correction.refresh`, after the backward pass and before the optimiser step, every
+   ``refresh`` inner steps: the look-ahead ``theta' = theta - inner_lr * P grad L_train`` takes
+   the trainer's own gradient and the inner optimiser's preconditioner ``P`` (Adam's), and
+   ``v = P grad L_meta(theta')`` is computed on a class-balanced meta batch. With ``sweep``,
+   every label seen so far then moves along the head part of the same hypergradient, from the
+   step features cached when its batch was last trained (exact for the head; see
+   docs/label-correction.md for what this approximates).
 
-The learnable variables are updated by a *lazy* Adam: only the entries present in the train
-batch of an outer step move, each with its own step count, so entries absent from a batch keep
-their value (dense Adam would keep moving them on stale momentum).
+Where it approximates: ``v`` is up to ``refresh - 1`` inner steps old when a batch uses it
+(stale v), the look-ahead takes Adam's current second moment as fixed, and the sweep uses only
+the head's parameters and features up to an epoch old. :meth:`Correction.outer_step` keeps the
+exact one-step outer step (its own look-ahead on one batch), tested against finite differences.
+
+- ``labels``: each learnable label is a value ``y_k`` in [0, 1], starting at its MC value, so
+  with no update every mode trains on the same targets. The final step of a solution is its
+  unit-test verdict: fixed, never corrected.
+- ``weights``: a per-example loss weight ``w_k = max_weight * sigmoid(b_k)`` (starts at 1,
+  bounded in (0, max_weight), no weight decay).
+- ``none``: the MC labels as they are.
+
+The learnable values are updated by a *lazy* Adam (only the entries touched move, each with
+its own step count) fed the hypergradient of the value itself (natural gradient for the
+weights' logit), with one running second moment over all entries (``normaliser="global"``)
+so that relative sizes survive; label values are kept in [0, 1].
 """
 
 from __future__ import annotations
@@ -26,68 +39,91 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 from torch import Tensor, nn
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.meta.hypergrad import (
-    LOSSES,
     LogitsFn,
     MetaFn,
     default_logits_fn,
     default_meta_fn,
+    jvp_along,
     lookahead,
+    loss_derivatives,
+    meta_gradient,
+    split_batch,
     train_loss,
+    trainable_parameters,
 )
 
-MODES = ("labels", "weights", "none")
-JVP_METHODS = ("auto", "forward", "fd")
-NORMALISERS = ("entry", "global")
+Mode = Literal["labels", "weights", "none"]
+JvpMethod = Literal["auto", "forward", "fd", "fd1"]
+Scope = Literal["head", "all"]
+Normaliser = Literal["entry", "global"]
+Preconditioner = Literal["adam", "sgd"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field whose help text is its documentation (and the CLI's)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class CorrectionConfig:
-    """Settings of the label correction; saved with the checkpoint.
+    """Every setting of the label correction; saved with the checkpoint (``correction.json``).
 
-    ``every`` (M) is how many inner steps pass between outer steps: the outer step costs about
-    two to three inner steps, so M sets the overhead (see docs/label-correction.md).
-    ``normaliser``: Adam's second moment per entry (``entry``, textbook lazy Adam) or one running
-    mean over all entries (``global``), which keeps the relative size of the hypergradients of
-    different labels instead of moving every touched label by about ``meta_lr``.
-    ``micro_batch``: sequences per forward pass in the outer step (0 = the whole batch at once;
-    None = 1 on a CPU, where it keeps the outer step's peak memory below the inner step's, and 0
-    on a GPU, where one sequence at a time made the outer step 6x slower and the whole batch still
-    peaks below the inner step; docs/benchmarks.md). The hypergradient is the same either way.
+    The defaults make every learnable label take part in at least ten updates over a default
+    run (two epochs of the trainer): one per epoch from its own batch, and one per refresh from
+    the sweep, at a step size (``meta_lr`` in label units, Adam-normalised) with which ten
+    agreeing updates carry a label across 0.5 (docs/label-correction.md).
     """
 
-    mode: str = "labels"
-    meta_lr: float = 0.1
-    every: int = 12
-    clamp: float = 0.02
-    max_weight: float = 2.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    adam_eps: float = 1e-8
-    normaliser: str = "global"
-    jvp: str = "auto"
-    loss: str = "bce"
-    fd_eps: float = 1e-3
-    trajectory_size: int = 64
-    seed: int = 0
-    micro_batch: int | None = None
+    mode: Mode = _opt("labels", "labels, weights or none: what the meta objective moves", flag="--correction")
+    meta_lr: float = _opt(0.1, "step size of a label (in [0, 1] units) or of a weight's logit per update")
+    refresh: int = _opt(4, "inner steps between refreshes of the meta direction v (one meta batch each)")
+    batch_size: int = _opt(8, "meta-set solutions per refresh")
+    inner_lr: float | None = _opt(None, "look-ahead step size (default: the trainer's learning rate)")
+    preconditioner: Preconditioner = _opt(
+        "adam", "adam: the look-ahead and v use the inner Adam's second moment, as the real inner step; sgd: plain"
+    )
+    scope: Scope = _opt(
+        "head", "hypergradient through the head's parameters (last layer: no extra pass) or all trainable ones "
+        "(one extra forward pass per step and a meta backward through the backbone)")
+    sweep: bool = _opt(True, "at each refresh, move every label seen so far along the head part of its hypergradient")
+    balance: bool = _opt(True, "class-balanced meta loss: passing and failing solutions carry half each")
+    prior: float = _opt(
+        0.0, "each update pulls a label back towards its MC value by prior * r/(r+4) of the gap (r: its rollouts)"
+    )
+    max_weight: float = _opt(2.0, "weights mode: weights live in (0, max_weight), starting at max_weight/2")
+    beta1: float = _opt(0.9, "Adam's first-moment decay of the label updates")
+    beta2: float = _opt(0.999, "Adam's second-moment decay of the label updates")
+    adam_eps: float = _opt(1e-8, "Adam's epsilon of the label updates")
+    normaliser: Normaliser = _opt("global", "Adam second moment: one running mean over all labels, or per entry")
+    jvp: JvpMethod = _opt("auto", "per-label JVP: auto, forward (AD), fd (central difference), fd1 (one-sided)")
+    fd_eps: float = _opt(1e-3, "finite-difference step, relative to the parameters' norm")
+    trajectory_size: int = _opt(64, "labels whose path is recorded for the plots")
+    micro_batch: int | None = _opt(None, "sequences per forward pass of the meta batch (0: all; None: 1 on CPU, 0 on GPU)")
 
     def __post_init__(self) -> None:
         checks = [
             ("mode", self.mode in MODES, f"one of {', '.join(MODES)}"),
-            ("jvp", self.jvp in JVP_METHODS, f"one of {', '.join(JVP_METHODS)}"),
-            ("normaliser", self.normaliser in NORMALISERS, f"one of {', '.join(NORMALISERS)}"),
-            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
-            ("meta_lr", self.meta_lr > 0, "positive"),
-            ("every", int(self.every) >= 1, "at least 1"),
-            ("clamp", 0 < self.clamp < 0.5, "in (0, 0.5)"),
+            ("jvp", self.jvp in get_args(JvpMethod), f"one of {', '.join(get_args(JvpMethod))}"),
+            ("normaliser", self.normaliser in get_args(Normaliser), "entry or global"),
+            ("preconditioner", self.preconditioner in get_args(Preconditioner), "adam or sgd"),
+            ("scope", self.scope in get_args(Scope), "head or all"),
+            ("meta_lr", math.isfinite(self.meta_lr) and self.meta_lr > 0, "positive"),
+            ("refresh", int(self.refresh) >= 1, "at least 1"),
+            ("batch_size", int(self.batch_size) >= 1, "at least 1"),
+            ("inner_lr", self.inner_lr is None or self.inner_lr > 0, "positive, or None"),
+            ("prior", self.prior >= 0, "at least 0"),
             ("max_weight", self.max_weight > 0, "positive"),
             ("fd_eps", self.fd_eps > 0, "positive"),
             ("trajectory_size", self.trajectory_size >= 0, "at least 0"),
@@ -109,8 +145,50 @@ class CorrectionConfig:
         return cls(**data)
 
 
+class CorrectionHook(Protocol):
+    """What the trainer calls; :class:`Correction` and :class:`NoCorrection` implement it."""
+
+    def targets(self, batch: Any) -> tuple[Tensor, Tensor | None]: ...
+    def correct(self, model: nn.Module, batch: Any, z: Tensor, features: Tensor | None = None) -> dict[str, Any]: ...
+    def refresh(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int) -> dict[str, Any]: ...
+    def corrected_labels(self) -> list[float]: ...
+    def summary(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class NoCorrection:
+    """``none``: the MC labels as they are; every hook is a no-op."""
+
+    mode = "none"
+
+    def __init__(self, init_labels: Tensor) -> None:
+        self.init = torch.as_tensor(init_labels, dtype=torch.float32)
+
+    def targets(self, batch: Any) -> tuple[Tensor, None]:
+        return batch.targets.float(), None
+
+    def correct(self, model: nn.Module, batch: Any, z: Tensor, features: Tensor | None = None) -> dict[str, Any]:
+        return {}
+
+    def refresh(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int) -> dict[str, Any]:
+        return {}
+
+    def corrected_labels(self) -> list[float]:
+        return [float(x) for x in self.init]
+
+    def summary(self) -> dict[str, Any]:
+        return {"mode": "none", "corrected_labels": self.corrected_labels()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
 class _LazyAdam:
-    """Adam on selected entries of one fp32 vector; entries not selected do not move."""
+    """Adam on selected entries of one vector; entries not selected do not move."""
 
     def __init__(self, n: int, cfg: CorrectionConfig) -> None:
         self.cfg = cfg
@@ -140,39 +218,27 @@ class _LazyAdam:
         return delta
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "m": self.m.clone(),
-            "v": self.v.clone(),
-            "t": self.t.clone(),
-            "v_global": self.v_global,
-            "t_global": self.t_global,
-        }
+        return {"m": self.m.clone(), "v": self.v.clone(), "t": self.t.clone(),
+                "v_global": self.v_global, "t_global": self.t_global}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.m, self.v, self.t = state["m"].clone(), state["v"].clone(), state["t"].clone()
         self.v_global, self.t_global = float(state["v_global"]), int(state["t_global"])
 
 
-def _labels_of(batch: Any) -> Tensor:
-    labels = getattr(batch, "targets", None)
-    if labels is None:
-        raise TypeError("a train batch needs `targets` (the MC value of each scored step)")
-    return labels
-
-
 def _ids_of(batch: Any) -> Tensor:
     ids = getattr(batch, "label_ids", None)
     if ids is None:
         raise TypeError("a train batch needs `label_ids` (index of each step's label, -1 = not learnable)")
-    return ids
+    return ids.to("cpu", torch.long)
 
 
 def _over_all_ranks(grad: Tensor, touched: Tensor) -> tuple[Tensor, Tensor]:
     """Sum the hypergradient and unite the touched entries over all training processes.
 
-    Each process runs the outer step on its own training batch (different examples), so the sum
-    holds every rank's entries; all ranks then take the same Adam step and keep identical labels,
-    as DDP keeps identical weights. One process: unchanged.
+    Each process corrects the labels of its own batch, so the sum holds every rank's entries;
+    all ranks then take the same Adam step and keep identical labels, as DDP keeps identical
+    weights. One process: unchanged.
     """
     import torch.distributed as dist
 
@@ -188,10 +254,30 @@ def _over_all_ranks(grad: Tensor, touched: Tensor) -> tuple[Tensor, Tensor]:
     return both[0], torch.nonzero(both[1]).flatten()
 
 
-class Correction:
-    """Targets for the PRM's inner steps and the outer step that corrects them.
+def _adam_preconditioner(optimizer: torch.optim.Optimizer | None, params: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """``1 / (sqrt(v_hat) + eps)`` per parameter from a torch Adam/AdamW state (None: no state yet)."""
+    if optimizer is None:
+        return None
+    out: dict[str, Tensor] = {}
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    for name, p in params.items():
+        state = optimizer.state.get(p)
+        if not state or "exp_avg_sq" not in state or id(p) not in group_of:
+            return None
+        group = group_of[id(p)]
+        step = float(state["step"])
+        beta2 = group["betas"][1]
+        v_hat = state["exp_avg_sq"].float() / (1 - beta2 ** max(step, 1.0))
+        out[name] = 1.0 / (v_hat.sqrt() + group["eps"])
+    return out
 
-    ``init_labels[k]`` is the MC value of learnable label k; a batch's ``label_ids`` index into it.
+
+class Correction:
+    """Targets for the PRM's inner steps, and the updates that correct them.
+
+    ``init_labels[k]`` is the MC value of learnable label k; a batch's ``label_ids`` index into
+    it. ``fixed[k]`` marks labels that are verdicts (final steps): never moved. ``rollouts[k]``
+    (optional) weights the prior. ``meta_batches`` is an endless iterator of meta batches.
     """
 
     def __init__(
@@ -199,6 +285,11 @@ class Correction:
         init_labels: Tensor,
         config: CorrectionConfig,
         *,
+        fixed: Tensor | None = None,
+        rollouts: Tensor | None = None,
+        meta_batches: Iterator[Any] | None = None,
+        loss: str = "bce",
+        seed: int = 0,
         logits_fn: LogitsFn = default_logits_fn,
         meta_fn: MetaFn = default_meta_fn,
     ) -> None:
@@ -207,19 +298,29 @@ class Correction:
             raise UserError("initial labels must be finite values in [0, 1]", field="mc_value")
         self.config = config
         self.init = init
+        self.fixed = torch.zeros(self.n, dtype=torch.bool) if fixed is None else torch.as_tensor(fixed, dtype=torch.bool)
+        self.rollouts = None if rollouts is None else torch.as_tensor(rollouts, dtype=torch.float32)
+        self.meta_batches = meta_batches
+        self.meta_batches_used = 0
+        self.loss = loss
         self.logits_fn = logits_fn
         self.meta_fn = meta_fn
         self.outer_steps = 0
+        self.refreshes = 0
         self.param = self._initial_param()
+        self.touches = torch.zeros(self.n, dtype=torch.long)
         self._adam = _LazyAdam(self.n, config)
-        rng = random.Random(config.seed)
-        k = min(config.trajectory_size, self.n)
-        self.sample_ids: list[int] = sorted(rng.sample(range(self.n), k)) if k else []
+        rng = random.Random(seed)
+        learnable = [i for i in range(self.n) if not bool(self.fixed[i])]
+        k = min(config.trajectory_size, len(learnable))
+        self.sample_ids: list[int] = sorted(rng.sample(learnable, k)) if k else []
         self.trajectory: list[dict[str, Any]] = []
         self.last_log: dict[str, Any] = {}
         self._jvp_method = config.jvp
-        if config.mode != "none":
-            self._record()
+        self._v: dict[str, Tensor] | None = None
+        self._features: Tensor | None = None  # [n, d] step features of each label's last visit
+        self._seen = torch.zeros(self.n, dtype=torch.bool)
+        self._record()
 
     # --- per mode -------------------------------------------------------------------------
     @property
@@ -232,15 +333,14 @@ class Correction:
 
     def _initial_param(self) -> Tensor:
         if self.mode == "labels":
-            c = self.config.clamp
-            return torch.logit(self.init.clamp(c, 1 - c))
+            return self.init.clone()
         if self.mode == "weights":
             return torch.zeros(self.n, dtype=torch.float32)
         return torch.zeros(0, dtype=torch.float32)
 
     def label_values(self) -> Tensor:
-        """The current value of every learnable label (``none``/``weights``: the MC values)."""
-        return torch.sigmoid(self.param) if self.mode == "labels" else self.init.clone()
+        """The current value of every label (``none``/``weights``: the MC values)."""
+        return self.param.clone() if self.mode == "labels" else self.init.clone()
 
     def weight_values(self) -> Tensor:
         """The current per-example weights (1 everywhere outside ``weights`` mode)."""
@@ -253,75 +353,243 @@ class Correction:
 
         A step with ``label_ids == -1`` keeps its own ``targets`` value and weight 1.
         """
-        base = _labels_of(batch)
+        base = batch.targets
         if self.mode == "none":
             return base.float(), None
-        ids = _ids_of(batch).to("cpu", torch.long)
+        ids = _ids_of(batch)
         mask = ids >= 0
         if mask.any() and int(ids[mask].max()) >= self.n:
             raise IndexError(f"label id {int(ids[mask].max())} out of range ({self.n} learnable labels)")
         if self.mode == "labels":
             out = base.detach().float().cpu().clone()
-            out[mask] = torch.sigmoid(self.param[ids[mask]])
+            out[mask] = self.param[ids[mask]]
             return out.to(base.device), None
         w = torch.ones(ids.numel(), dtype=torch.float32)
         w[mask] = self.config.max_weight * torch.sigmoid(self.param[ids[mask]])
         return base.float(), w.to(base.device)
 
     def train_loss(self, z: Tensor, batch: Any) -> Tensor:
-        """The inner loss for the batch: mean over its steps of weight * BCE(z, target).
-
-        The hypergradient is exact for this loss; a trainer that uses it gets what was derived.
-        """
+        """The inner loss for the batch: mean over its steps of weight * l(z, target)."""
         t, w = self.targets(batch)
-        return train_loss(z, t, w, self.config.loss)
+        return train_loss(z, t, w, self.loss)
 
-    # --- outer step -----------------------------------------------------------------------
-    def should_step(self, inner_step: int) -> bool:
-        """Whether the trainer runs an outer step after inner step ``inner_step`` (1-based)."""
-        return self.mode != "none" and inner_step > 0 and inner_step % int(self.config.every) == 0
+    # --- the amortised schedule -------------------------------------------------------------
+    def correct(self, model: nn.Module, batch: Any, z: Tensor, features: Tensor | None = None) -> dict[str, Any]:
+        """Move this batch's learnable labels along the hypergradient with the current ``v``.
 
-    def outer_step(
-        self, model: nn.Module, train_batch: Any, meta_batch: Any, inner_lr: float
-    ) -> dict[str, Any]:
-        """One hypergradient step on the learnable variables of the labels in ``train_batch``.
+        ``z``: the batch's logits at theta (the trainer's forward pass, detached here);
+        ``features``: the step features the head read (cached for the sweep). Before the first
+        refresh there is no ``v``: only the features are cached.
+        """
+        if self.mode == "none":
+            return {}
+        ids = _ids_of(batch)
+        if features is not None:
+            self.observe(batch, features, z)
+        if self._v is None:
+            return {}
+        t0 = time.perf_counter()
+        if self.config.scope == "head" and features is not None:
+            head_jvp = self._head_jvp(model, features)
+            if head_jvp is None:
+                return {}
+            g = self._value_grad(z.detach().float().cpu(), head_jvp[1], batch)
+            log = self._apply(ids, g)
+            log.update(jvp_method="head", correct_seconds=time.perf_counter() - t0)
+            return log
+        theta = trainable_parameters(model)
+        was = model.training
+        method = self._jvp_method
+        if method in ("auto", "fd1") and _has_active_dropout(model):
+            method = "fd"  # the trainer's z saw dropout; the difference needs one function
+        model.eval()
+        try:
+            dz, used = jvp_along(model, self.logits_fn, theta, self._v, [(batch, None)], method=method,
+                                 fd_eps=self.config.fd_eps, z=z.detach() if method in ("auto", "fd1") else None)
+        finally:
+            model.train(was)
+        if dz.numel() == 0:
+            return {}
+        g = self._value_grad(z.detach().float().cpu(), dz.detach().float().cpu(), batch)
+        log = self._apply(ids, g)
+        log.update(jvp_method=used, correct_seconds=time.perf_counter() - t0)
+        return log
 
-        Returns a log: ``meta_loss`` (L_meta after the look-ahead), ``train_loss``, the size
-        of the hypergradient and of the change, how many labels moved, the JVP method, seconds.
+    def refresh_due(self, step: int) -> bool:
+        """Whether inner step ``step`` (0-based) refreshes ``v``."""
+        return self.mode != "none" and self.meta_batches is not None and step % int(self.config.refresh) == 0
+
+    def refresh(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int) -> dict[str, Any]:
+        """After the backward pass of inner step ``step``: a new ``v`` from a meta batch, and the sweep.
+
+        The look-ahead uses the gradient the trainer just computed (``.grad`` of the trainable
+        parameters) and, with ``preconditioner="adam"``, the optimiser's second moment:
+        ``theta' = theta - eta P g`` and, as the chain rule then gives, ``v = P grad L_meta(theta')``.
+        """
+        if not self.refresh_due(step):
+            return {}
+        t0 = time.perf_counter()
+        theta = trainable_parameters(model)
+        eta = float(self.config.inner_lr or _lr_of(optimizer) or 1e-3)
+        pre = _adam_preconditioner(optimizer, theta) if self.config.preconditioner == "adam" else None
+        new = {}
+        for name, p in theta.items():
+            acc = torch.promote_types(p.dtype, torch.float32)
+            d = torch.zeros_like(p, dtype=acc) if p.grad is None else p.grad.detach().to(acc)
+            if pre is not None:
+                d = d * pre[name].to(acc)
+            new[name] = (p.detach().to(acc) - eta * d).to(p.dtype).requires_grad_(True)
+        meta_batch = next(self.meta_batches)  # type: ignore[arg-type]
+        self.meta_batches_used += 1
+        meta_batch = meta_batch.to(next(model.parameters()).device) if hasattr(meta_batch, "to") else meta_batch
+        wrt = None
+        if self.config.scope == "head":
+            prefix = _head_prefix(model)
+            wrt = [n for n in new if prefix is not None and n.startswith(prefix)] or None
+        was = model.training
+        model.eval()
+        try:
+            v, meta_loss = meta_gradient(model, new, meta_batch, meta_fn=self.meta_fn, wrt=wrt,
+                                         micro_batch=0 if wrt else self._micro_batch(model), balance=self.config.balance)
+        finally:
+            model.train(was)
+        if pre is not None:
+            v = {n: t * pre[n].to(t.dtype) for n, t in v.items()}
+        self._v = v
+        self.refreshes += 1
+        log: dict[str, Any] = {"meta_loss": meta_loss, "v_norm": math.sqrt(sum(float(t.pow(2).sum()) for t in v.values()))}
+        if self.config.sweep:
+            log.update(self._sweep(model))
+        log["refresh_seconds"] = time.perf_counter() - t0
+        self._record()
+        return log
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether the sweep still lacks the step features of some learnable label."""
+        return self.mode != "none" and self.config.sweep and not bool((self._seen | self.fixed).all())
+
+    def observe(self, batch: Any, features: Tensor, z: Tensor) -> None:
+        """Cache the step features the head read (and its logits) for the sweep."""
+        if not self.config.sweep or self.mode == "none":
+            return
+        ids = _ids_of(batch)
+        mask = ids >= 0
+        if not bool(mask.any()):
+            return
+        f = features.detach().float().cpu()
+        if self._features is None:
+            self._features = torch.zeros(self.n, f.shape[-1])
+            self._z = torch.zeros(self.n)
+        self._features[ids[mask]] = f[mask]
+        self._z[ids[mask]] = z.detach().float().cpu()[mask]
+        self._seen[ids[mask]] = True
+
+    def _head_jvp(self, model: nn.Module, features: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(z, <v_head, dz/dtheta_head>)`` for rows of step features: the head's logits and its part of the JVP."""
+        head = getattr(model, "head", None)
+        prefix = _head_prefix(model)
+        if head is None or prefix is None or self._v is None or not any(n.startswith(prefix) for n in self._v):
+            return None
+        from torch.func import functional_call, jvp
+
+        params = {k: p.detach() for k, p in head.named_parameters()}
+        tangents = {k: self._v.get(prefix + k, torch.zeros_like(p, dtype=torch.float32)).to(p.dtype)
+                    for k, p in params.items()}
+        dtype = next(iter(params.values())).dtype
+        feats = features.detach().to(next(head.parameters()).device, dtype)
+        with torch.no_grad():
+            z, dz = jvp(lambda p: functional_call(head, p, (feats,)).flatten(), (params,), (tangents,))
+        return z.float().cpu(), dz.float().cpu()
+
+    def _sweep(self, model: nn.Module) -> dict[str, Any]:
+        """Every label seen so far, along the head part of its hypergradient (cached features)."""
+        if self._features is None:
+            return {}
+        idx = torch.nonzero(self._seen & ~self.fixed).flatten()
+        if idx.numel() == 0:
+            return {}
+        head_jvp = self._head_jvp(model, self._features[idx])
+        if head_jvp is None:
+            return {}
+        z, dz = head_jvp
+        y = self.param[idx] if self.mode == "labels" else self.init[idx]
+        dl_dz, dl_dzdy = loss_derivatives(z, y, self.loss)
+        g = dl_dzdy * dz if self.mode == "labels" else dl_dz * dz
+        return self._apply(idx, g.double(), key="sweep")
+
+    def _value_grad(self, z: Tensor, dz: Tensor, batch: Any) -> Tensor:
+        """Per-step d L_meta / d(value), up to the positive factor eta / B shared by every step."""
+        t, w = self.targets(batch)
+        t = t.detach().float().cpu()
+        dl_dz, dl_dzdy = loss_derivatives(z, t, self.loss)
+        if self.mode == "labels":
+            wi = 1.0 if w is None else w.detach().float().cpu()
+            return (wi * dl_dzdy * dz).double()  # dL/dy = -(eta/B) w l_zy <v, dz>; sign below
+        return (dl_dz * dz).double()
+
+    def _apply(self, ids: Tensor, per_step: Tensor, key: str = "batch") -> dict[str, Any]:
+        """Sum per-step gradients into entries, take one lazy Adam step on the learnable ones."""
+        mask = ids >= 0
+        grad = torch.zeros(self.n, dtype=torch.float64)
+        grad.index_add_(0, ids[mask], -per_step[mask])
+        touched = torch.unique(ids[mask])
+        touched = touched[~self.fixed[touched]] if touched.numel() else touched
+        grad, touched = _over_all_ranks(grad, touched)
+        if touched.numel() == 0:
+            return {}
+        before = self._values()[touched]
+        self._adam.step(self.param, touched, grad[touched])
+        self._after_update(touched)
+        self.touches[touched] += 1
+        self.outer_steps += key == "batch"
+        moved = (self._values()[touched] - before).abs()
+        return {f"{key}_touched": int(touched.numel()), f"{key}_change_mean_abs": float(moved.mean())}
+
+    def _after_update(self, idx: Tensor) -> None:
+        """Keep label values in [0, 1]; apply the prior's pull towards the MC values."""
+        if self.config.prior > 0:
+            r = self.rollouts[idx] if self.rollouts is not None else torch.ones(idx.numel())
+            pull = (self.config.prior * r / (r + 4)).clamp(max=1.0)
+            target = self.init[idx] if self.mode == "labels" else torch.zeros(idx.numel())
+            self.param[idx] -= (pull * (self.param[idx] - target)).to(self.param.dtype)
+        if self.mode == "labels":
+            self.param[idx] = self.param[idx].clamp(0.0, 1.0)
+
+    def _values(self) -> Tensor:
+        return self.label_values() if self.mode == "labels" else self.weight_values()
+
+    # --- the exact one-step outer step -------------------------------------------------------
+    def outer_step(self, model: nn.Module, train_batch: Any, meta_batch: Any, inner_lr: float) -> dict[str, Any]:
+        """One exact hypergradient step on the labels of ``train_batch`` (its own SGD look-ahead).
+
+        Returns a log: ``meta_loss`` (L_meta after the look-ahead), ``train_loss``, the size of
+        the hypergradient and of the change, how many labels moved, the JVP method, seconds.
         """
         if self.mode == "none":
             return {}
         t0 = time.perf_counter()
         targets, weights = self.targets(train_batch)
         look = lookahead(
-            model,
-            train_batch,
-            targets,
-            weights,
-            meta_batch,
-            inner_lr,
-            logits_fn=self.logits_fn,
-            meta_fn=self.meta_fn,
-            method=self._jvp_method,
-            fd_eps=self.config.fd_eps,
-            loss=self.config.loss,
-            micro_batch=self._micro_batch(model),
+            model, train_batch, targets, weights, meta_batch, inner_lr,
+            logits_fn=self.logits_fn, meta_fn=self.meta_fn, method=self._jvp_method if self._jvp_method != "fd1" else "fd",
+            fd_eps=self.config.fd_eps, loss=self.loss, micro_batch=self._micro_batch(model), balance=self.config.balance,
         )
-        self._jvp_method = look.method  # after one fallback to differences, stay there
-        ids = _ids_of(train_batch).to("cpu", torch.long)
-        mask = ids >= 0
+        if look.method == "fd":
+            self._jvp_method = "fd"  # after one fallback to differences, stay there
         value_grad = self.grad_of(look.jvp, look.dl_dz, look.dl_dzdy, look.scale, train_batch)
-        # Natural gradient: the step on the logit a (or b) is preconditioned by the inverse Fisher
-        # information of the parameterisation, y (1 - y) for y = sigmoid(a), which cancels the chain
-        # factor dy/da. Adam thus receives dL/dy (dL/dw): a label at the clamp moves as readily as
-        # one at 0.5, where the plain chain would shrink its step ~50x.
-        grad, touched = _over_all_ranks(value_grad, torch.unique(ids[mask]))
-        before = self.label_values() if self.mode == "labels" else self.weight_values()
+        ids = _ids_of(train_batch)
+        touched = torch.unique(ids[ids >= 0])
+        touched = touched[~self.fixed[touched]] if touched.numel() else touched
+        grad, touched = _over_all_ranks(value_grad, touched)
+        before = self._values()
         delta = self._adam.step(self.param, touched, grad[touched]) if touched.numel() else torch.zeros(0)
-        after = self.label_values() if self.mode == "labels" else self.weight_values()
+        if touched.numel():
+            self._after_update(touched)
+            self.touches[touched] += 1
         self.outer_steps += 1
         self._record()
-        moved = (after - before).abs()[touched] if touched.numel() else torch.zeros(1)
+        moved = (self._values() - before).abs()[touched] if touched.numel() else torch.zeros(1)
         self.last_log = {
             "meta_loss": look.meta_loss,
             "lookahead_train_loss": look.train_loss,
@@ -341,13 +609,13 @@ class Correction:
         return 0 if next(model.parameters()).is_cuda else 1
 
     def grad_of(self, jvp: Tensor, dl_dz: Tensor, dl_dzdy: Tensor, scale: float, batch: Any) -> Tensor:
-        """The hypergradient w.r.t. the *values* (labels y, or weights w) of every learnable entry.
+        """The exact hypergradient w.r.t. the *values* (labels y, or weights w) of every entry.
 
         ``labels``: dL/dy_i = -scale * w_i * l_zy_i * jvp_i; ``weights``: dL/dw_i = -scale * l_z_i * jvp_i,
-        summed over the steps that share an entry (``scale`` = eta / B). Before the chain to the
-        logit parameterisation; the finite-difference test checks exactly this.
+        summed over the steps that share an entry (``scale`` = eta / B). The finite-difference
+        test checks exactly this.
         """
-        ids = _ids_of(batch).to("cpu", torch.long)
+        ids = _ids_of(batch)
         mask = ids >= 0
         jv = jvp.detach().cpu().double()
         if self.mode == "labels":
@@ -364,18 +632,34 @@ class Correction:
 
     # --- visibility and state -------------------------------------------------------------
     def _record(self) -> None:
-        vals = self.label_values() if self.mode != "weights" else self.weight_values()
-        self.trajectory.append(
-            {"outer_step": self.outer_steps, "values": [round(float(vals[i]), 6) for i in self.sample_ids]}
-        )
+        if self.mode == "none":
+            return
+        vals = self._values()
+        self.trajectory.append({"outer_step": self.outer_steps, "refresh": self.refreshes,
+                                "values": [round(float(vals[i]), 6) for i in self.sample_ids]})
 
     def corrected_labels(self) -> list[float]:
-        """The label value of every learnable label now (``weights``/``none``: the MC values)."""
+        """The label value of every label now (``weights``/``none``: the MC values)."""
         return [float(x) for x in self.label_values()]
 
     def sample_weights(self) -> list[float]:
         """The per-example weights now (all 1 outside ``weights`` mode)."""
         return [float(x) for x in self.weight_values()]
+
+    def movement(self) -> dict[str, Any]:
+        """How far the labels moved from their initial targets, and how often each was updated."""
+        learnable = ~self.fixed
+        now, init = self.label_values(), self.init
+        crossed = ((now >= 0.5) != (init >= 0.5)) & learnable
+        t = self.touches[learnable].float()
+        return {
+            "learnable": int(learnable.sum()),
+            "fixed": int(self.fixed.sum()),
+            "mean_abs_change": float((now - init).abs()[learnable].mean()) if learnable.any() else 0.0,
+            "crossed_half": int(crossed.sum()),
+            "touches_min": int(t.min()) if t.numel() else 0,
+            "touches_mean": float(t.mean()) if t.numel() else 0.0,
+        }
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready record for the checkpoint directory (``correction.json``)."""
@@ -383,8 +667,13 @@ class Correction:
             "mode": self.mode,
             "config": self.config.to_dict(),
             "outer_steps": self.outer_steps,
+            "refreshes": self.refreshes,
+            "meta_batches": self.meta_batches_used,
+            "movement": self.movement(),
             "initial_labels": [float(x) for x in self.init],
             "corrected_labels": self.corrected_labels(),
+            "fixed": [bool(x) for x in self.fixed],
+            "touches": [int(x) for x in self.touches],
             "weights": self.sample_weights() if self.mode == "weights" else None,
             "trajectory_ids": list(self.sample_ids),
             "trajectory": list(self.trajectory),
@@ -400,8 +689,15 @@ class Correction:
             "param": self.param.clone(),
             "adam": self._adam.state_dict(),
             "outer_steps": self.outer_steps,
+            "refreshes": self.refreshes,
+            "meta_batches": self.meta_batches_used,
+            "touches": self.touches.clone(),
             "sample_ids": list(self.sample_ids),
             "trajectory": [dict(r) for r in self.trajectory],
+            "v": None if self._v is None else {k: t.clone() for k, t in self._v.items()},
+            "features": None if self._features is None else self._features.clone(),
+            "z": None if self._features is None else self._z.clone(),
+            "seen": self._seen.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -412,36 +708,57 @@ class Correction:
             )
         init = torch.as_tensor(state["init"], dtype=torch.float32)
         if init.numel() != self.n or not torch.allclose(init, self.init):
-            raise UserError(
-                "checkpoint's correction was made for different training labels", field="meta.init"
-            )
+            raise UserError("checkpoint's correction was made for different training labels", field="meta.init")
         self.param = torch.as_tensor(state["param"], dtype=torch.float32).clone()
         self._adam.load_state_dict(state["adam"])
         self.outer_steps = int(state["outer_steps"])
+        self.refreshes = int(state.get("refreshes", 0))
+        self.touches = torch.as_tensor(state.get("touches", torch.zeros(self.n)), dtype=torch.long).clone()
         self.sample_ids = list(state["sample_ids"])
         self.trajectory = [dict(r) for r in state["trajectory"]]
+        self._v = None if state.get("v") is None else {k: t.clone() for k, t in state["v"].items()}
+        if state.get("features") is not None:
+            self._features, self._z = state["features"].clone(), state["z"].clone()
+        self._seen = torch.as_tensor(state.get("seen", torch.zeros(self.n)), dtype=torch.bool).clone()
+        used = int(state.get("meta_batches", 0))
+        if self.meta_batches is not None:
+            for _ in range(used - self.meta_batches_used):
+                next(self.meta_batches)
+        self.meta_batches_used = used
+
+
+def _head_prefix(model: nn.Module) -> str | None:
+    """The parameter-name prefix of ``model.head`` (``"head."``), or None without a head."""
+    head = getattr(model, "head", None)
+    return next((f"{name}." for name, m in model.named_modules() if m is head and name), None)
+
+
+def _has_active_dropout(model: nn.Module) -> bool:
+    return model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def _lr_of(optimizer: torch.optim.Optimizer | None) -> float | None:
+    return None if optimizer is None else float(optimizer.param_groups[0]["lr"])
 
 
 def make_correction(
     mode: str,
     init_labels: Tensor | list[float],
     config: CorrectionConfig | dict[str, Any] | None = None,
-    *,
-    logits_fn: LogitsFn = default_logits_fn,
-    meta_fn: MetaFn = default_meta_fn,
-) -> Correction:
-    """Build the correction for ``mode`` (``labels``, ``weights``, ``none``) over the MC labels."""
+    **kwargs: Any,
+) -> Correction | NoCorrection:
+    """The correction for ``mode`` (``labels``, ``weights``, ``none``) over the MC labels.
+
+    ``kwargs`` go to :class:`Correction` (``fixed``, ``rollouts``, ``meta_batches``, ``loss``,
+    ``seed``, ``logits_fn``, ``meta_fn``).
+    """
     if config is None:
-        config = CorrectionConfig(mode=mode)
+        config = CorrectionConfig(mode=mode)  # type: ignore[arg-type]
     elif isinstance(config, dict):
         config = CorrectionConfig.from_dict({**config, "mode": mode})
     elif config.mode != mode:
         config = CorrectionConfig.from_dict({**config.to_dict(), "mode": mode})
-    if not math.isfinite(config.meta_lr):
-        raise UserError("must be finite", field="meta.meta_lr")
-    return Correction(
-        torch.as_tensor(init_labels, dtype=torch.float32), config, logits_fn=logits_fn, meta_fn=meta_fn
-    )
+    return Correction(torch.as_tensor(init_labels, dtype=torch.float32), config, **kwargs)
 
 
-__all__ = ["MODES", "Correction", "CorrectionConfig", "make_correction"]
+__all__ = ["MODES", "Correction", "CorrectionConfig", "CorrectionHook", "NoCorrection", "make_correction", "split_batch"]

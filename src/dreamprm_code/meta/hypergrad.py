@@ -64,6 +64,33 @@ def default_meta_fn(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
 LOSSES = ("bce", "mse")
 
 
+def meta_loss_sum(z: Tensor, verdicts: Tensor, balance: bool = True) -> tuple[Tensor, float]:
+    """The meta objective over a batch of whole solutions, as ``(sum, count)``: ``sum / count`` is the loss.
+
+    ``balance``: each class (passing, failing) carries half of the loss whatever its share, so a
+    meta batch of mostly failing solutions cannot be fitted by predicting "fails" everywhere; with
+    one class only, that class carries all of it. The count is the batch size either way, so
+    micro-batches accumulate to the same value as the whole batch when their class counts are
+    taken from the whole batch (``class_counts``).
+    """
+    zf = z.to(torch.promote_types(z.dtype, torch.float32))
+    y = verdicts.to(zf.device, zf.dtype)
+    per = F.binary_cross_entropy_with_logits(zf, y, reduction="none")
+    if balance:
+        per = per * balance_weights(y)
+    return per.sum(), float(zf.numel())
+
+
+def balance_weights(y: Tensor, counts: tuple[float, float] | None = None) -> Tensor:
+    """Per-solution weights n / (2 n_class) (1 where a class is absent), mean 1 over a balanced batch."""
+    pos = float((y >= 0.5).sum()) if counts is None else counts[0]
+    neg = float((y < 0.5).sum()) if counts is None else counts[1]
+    n = pos + neg
+    if pos == 0 or neg == 0:
+        return torch.ones_like(y)
+    return torch.where(y >= 0.5, torch.full_like(y, n / (2 * pos)), torch.full_like(y, n / (2 * neg)))
+
+
 def train_loss(z: Tensor, targets: Tensor, weights: Tensor | None = None, loss: str = "bce") -> Tensor:
     """The inner loss the hypergradient is exact for: mean over the B scored steps of w_i * l(z_i, y_i).
 
@@ -263,8 +290,10 @@ def _jvp_fd(
     v: dict[str, Tensor],
     chunks: Sequence[Chunk],
     rel_eps: float,
+    z0: Tensor | None = None,
 ) -> Tensor:
-    """Central difference; the step is ``rel_eps`` of the parameters' norm along unit v.
+    """Central difference (or one-sided from ``z0`` = the logits at theta); the step is ``rel_eps``
+    of the parameters' norm along unit v.
 
     Plain forward passes (no graph); theta + e v and theta - e v are built one at a time.
     """
@@ -275,7 +304,7 @@ def _jvp_fd(
     eps = rel_eps * max(theta_norm, 1.0) / v_norm
     out = []
     with torch.no_grad():
-        for sign in (1.0, -1.0):
+        for sign in (1.0,) if z0 is not None else (1.0, -1.0):
             moved = {
                 n: (theta[n].detach().to(v[n].dtype) + sign * eps * v[n]).to(theta[n].dtype) for n in theta
             }
@@ -285,7 +314,112 @@ def _jvp_fd(
                 parts.append((pos, z.to(_acc(z.dtype))))
             del moved
             out.append(_assemble(parts))
+    if z0 is not None:
+        return (out[0] - z0.detach().to(out[0].device, out[0].dtype)) / eps
     return (out[0] - out[1]) / (2 * eps)
+
+
+def _meta_class_counts(meta_batch: Any) -> tuple[float, float] | None:
+    """(passing, failing) solutions of a whole meta batch, where its record says (``StepBatch``)."""
+    targets, final = getattr(meta_batch, "targets", None), getattr(meta_batch, "is_final", None)
+    if targets is None or final is None:
+        return None
+    y = targets[final.to(targets.device) & ~torch.isnan(targets)]
+    return float((y >= 0.5).sum()), float((y < 0.5).sum())
+
+
+def meta_gradient(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    meta_batch: Any,
+    *,
+    meta_fn: MetaFn = default_meta_fn,
+    micro_batch: int = 0,
+    balance: bool = True,
+    wrt: Sequence[str] | None = None,
+) -> tuple[dict[str, Tensor], float]:
+    """``v = grad L_meta`` at the trainable parameters ``params`` (theta'), and ``L_meta`` there.
+
+    The meta loss is a sum over solutions divided once by their count, so it is accumulated over
+    micro-batches of ``micro_batch`` sequences (0: the whole batch) to the same value; with
+    ``balance`` the class weights come from the whole batch's counts. ``wrt``: the names to
+    differentiate (default all); the others enter detached, so no graph is built through the
+    layers below the first of ``wrt`` (the head only: a forward pass without a backbone graph).
+    """
+    chunks = split_batch(meta_batch, micro_batch)
+    counts = _meta_class_counts(meta_batch) if balance else None
+    names = list(params) if wrt is None else list(wrt)
+    params = {n: (t if n in names else t.detach()) for n, t in params.items()}
+    v_sum: list[Tensor | None] = [None] * len(names)
+    meta_sum, n_meta = 0.0, 0
+    for chunk, _ in chunks:
+        try:
+            meta_z, verdicts = call_with(model, meta_fn, params, chunk)
+        except ValueError:
+            if len(chunks) == 1:
+                raise
+            continue  # this micro-batch has no final step with a verdict; others may
+        if meta_z.numel() == 0:
+            continue
+        meta_z = meta_z.to(_acc(meta_z.dtype))
+        y = verdicts.to(meta_z.device, meta_z.dtype)
+        per = F.binary_cross_entropy_with_logits(meta_z, y, reduction="none")
+        if balance:
+            per = per * balance_weights(y, counts)
+        lm = per.sum()
+        _add_grads(v_sum, torch.autograd.grad(lm, [params[n] for n in names], allow_unused=True))
+        meta_sum += float(lm.detach())
+        n_meta += int(meta_z.numel())
+        del meta_z, lm, per
+    if n_meta == 0:
+        raise ValueError("the meta batch has no final step with a verdict")
+    v = {
+        n: torch.zeros_like(params[n], dtype=_acc(params[n].dtype)) if g is None else g.to(_acc(g.dtype)) / n_meta
+        for n, g in zip(names, v_sum, strict=True)
+    }
+    return v, meta_sum / n_meta
+
+
+def jvp_along(
+    model: nn.Module,
+    logits_fn: LogitsFn,
+    theta: dict[str, Tensor],
+    v: dict[str, Tensor],
+    chunks: Sequence[Chunk],
+    *,
+    method: str = "auto",
+    fd_eps: float = 1e-3,
+    z: Tensor | None = None,
+) -> tuple[Tensor, str]:
+    """``<v, dz_i/dtheta>`` for every scored step of the chunks' batch, and the method used.
+
+    ``forward``: forward-mode AD; ``fd``: central difference (two forward passes); ``fd1``: a
+    one-sided difference from the logits ``z`` the caller already has at theta (one forward pass,
+    first-order accurate: the error is O(eps) where the central one is O(eps^2)); ``auto``:
+    ``fd1`` when ``z`` is given and the weights are fp32/fp64, ``fd`` without ``z``, forward mode
+    for bf16/fp16 models, falling back to ``fd`` when an operator has no forward-mode formula.
+    """
+    used = method
+    if method == "auto" and not _low_precision(model):
+        used = "fd1" if z is not None else "fd"
+    if used in ("auto", "forward"):
+        try:
+            return _jvp_forward(model, logits_fn, theta, v, chunks), "forward"
+        except (NotImplementedError, RuntimeError) as exc:
+            if method == "forward":
+                raise
+            warnings.warn(
+                f"forward-mode JVP unavailable ({exc.__class__.__name__}: {str(exc)[:120]}); using finite differences",
+                stacklevel=2,
+            )
+            used = "fd"
+    if used == "fd1":
+        if z is None:
+            raise ValueError("the one-sided difference needs the logits at theta")
+        return _jvp_fd(model, logits_fn, theta, v, chunks, fd_eps, z0=z), "fd1"
+    if used == "fd":
+        return _jvp_fd(model, logits_fn, theta, v, chunks, fd_eps), "fd"
+    raise ValueError(f"unknown JVP method {method!r} (auto, forward, fd, fd1)")
 
 
 def lookahead(
@@ -302,6 +436,7 @@ def lookahead(
     fd_eps: float = 1e-3,
     loss: str = "bce",
     micro_batch: int = 1,
+    balance: bool = False,
 ) -> Lookahead:
     """One unrolled look-ahead step and the JVP ``<grad L_meta(theta'), dz_i/dtheta>`` for every i.
 
@@ -313,6 +448,7 @@ def lookahead(
     meta losses are sums over steps and solutions, so their gradients are accumulated over
     micro-batches and the result is the same; only the activations alive at once shrink, which
     keeps the outer step's peak memory below the inner step's.
+    ``balance``: the class-balanced meta loss (:func:`meta_loss_sum`).
     Parameters keep their dtype in every forward pass; the update theta', the tangent v, the
     JVP and everything derived from them are fp32, so bf16 models get fp32 hypergradients.
     The model's parameters and ``.grad`` are never modified.
@@ -344,59 +480,12 @@ def lookahead(
             upd = p.detach().to(acc) if g is None else p.detach().to(acc) - inner_lr * g.to(acc)
             theta_new[n] = upd.to(p.dtype).requires_grad_(True)
         del grads
-        # v = grad of the mean meta BCE at theta', accumulated as a sum and divided once
-        meta_chunks = split_batch(meta_batch, micro_batch)
-        v_sum: list[Tensor | None] = [None] * len(theta_new)
-        meta_sum, n_meta = 0.0, 0
-        for chunk, _ in meta_chunks:
-            try:
-                meta_z, verdicts = call_with(model, meta_fn, theta_new, chunk)
-            except ValueError:
-                if len(meta_chunks) == 1:
-                    raise
-                continue  # this micro-batch has no final step with a verdict; others may
-            if meta_z.numel() == 0:
-                continue
-            meta_z = meta_z.to(_acc(meta_z.dtype))
-            lm = F.binary_cross_entropy_with_logits(
-                meta_z, verdicts.to(meta_z.device, meta_z.dtype), reduction="sum"
-            )
-            _add_grads(v_sum, torch.autograd.grad(lm, list(theta_new.values()), allow_unused=True))
-            meta_sum += float(lm.detach())
-            n_meta += int(meta_z.numel())
-            del meta_z, lm
-        if n_meta == 0:
-            raise ValueError("the meta batch has no final step with a verdict")
-        v = {
-            n: torch.zeros_like(theta_new[n], dtype=_acc(theta_new[n].dtype))
-            if g is None
-            else g.to(_acc(g.dtype)) / n_meta
-            for n, g in zip(theta_new, v_sum, strict=True)
-        }
-        meta_loss = meta_sum / n_meta
-        del theta_new, v_sum
+        v, meta_loss = meta_gradient(model, theta_new, meta_batch, meta_fn=meta_fn, micro_batch=micro_batch, balance=balance)
+        del theta_new
         v_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in v.values()))
-        used = method
-        if method == "auto" and not _low_precision(model):
-            used = "fd"  # fp32/fp64: two plain forward passes are cheaper than forward-mode AD
-        if used in ("auto", "forward"):
-            try:
-                dz = _jvp_forward(model, logits_fn, theta, v, train_chunks)
-                used = "forward"
-            except (NotImplementedError, RuntimeError) as exc:
-                if method == "forward":
-                    raise
-                warnings.warn(
-                    f"forward-mode JVP unavailable ({exc.__class__.__name__}: {str(exc)[:120]}); using finite differences",
-                    stacklevel=2,
-                )
-                used = "fd"
-        if used == "fd":
-            dz = _jvp_fd(model, logits_fn, theta, v, train_chunks, fd_eps)
-            if dz.numel() == 0:
-                dz = torch.zeros_like(z)
-        elif used not in ("forward", "fd"):
-            raise ValueError(f"unknown JVP method {method!r} (auto, forward, fd)")
+        dz, used = jvp_along(model, logits_fn, theta, v, train_chunks, method=method, fd_eps=fd_eps)
+        if dz.numel() == 0:
+            dz = torch.zeros_like(z)
     y = targets.detach().to(z.device, z.dtype)
     dl_dz, dl_dzdy = loss_derivatives(z, y, loss)
     return Lookahead(
@@ -423,6 +512,7 @@ def unrolled_meta_loss(
     logits_fn: LogitsFn = default_logits_fn,
     meta_fn: MetaFn = default_meta_fn,
     loss: str = "bce",
+    balance: bool = False,
 ) -> float:
     """L_meta(theta - eta * grad L_train(theta, y, w)): the objective the hypergradient differentiates.
 
@@ -440,6 +530,5 @@ def unrolled_meta_loss(
         }
         with torch.no_grad():
             meta_z, verdicts = call_with(model, meta_fn, new, meta_batch)
-            return float(
-                F.binary_cross_entropy_with_logits(meta_z.double(), verdicts.double().to(meta_z.device))
-            )
+            total, count = meta_loss_sum(meta_z.double(), verdicts.double(), balance)
+            return float(total) / count

@@ -15,6 +15,7 @@ def run_command(
     ),
     run_dir: str | None = typer.Option(None, help="write everything here instead of the config's run_dir"),
     no_progress: bool = typer.Option(False, help="no progress bars (logs only)"),
+    ray: str | None = typer.Option(None, "--ray", help="generate, label and score on Ray: auto, HOST:PORT, local"),
 ) -> None:
     """Run generate -> label -> train (+ correction) -> score -> evaluate; resumable, skips finished stages."""
     from dreamprm_code.pipeline.config import load_config
@@ -28,6 +29,8 @@ def run_command(
         overrides[key.strip()] = yaml.safe_load(value)
     if run_dir is not None:
         overrides["run_dir"] = run_dir
+    if ray is not None:
+        overrides["ray"] = ray
     cfg = load_config(config, overrides)
     run_pipeline(cfg, show_progress=not no_progress)
 

@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dreamprm_code.cof.prompts import PackagedStyle
 from dreamprm_code.errors import UserError
-from dreamprm_code.execution.runner import Limits
+from dreamprm_code.execution.limits import Limits
 from dreamprm_code.labeling.config import LabelConfig
 from dreamprm_code.options.models import StageModel, stage_model, validation_error
 from dreamprm_code.policy.base import SamplingParams
-from dreamprm_code.records import AGGREGATIONS, Aggregation
+from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
 
 PRESETS = ("demo", "cpu-study", "paper")
 
@@ -90,8 +90,10 @@ class TrainStageConfig(_Strict):
     lr: float = Field(2e-4, gt=0)
     lora_r: int = Field(8, ge=0, description="0 = full fine-tuning")
     max_length: int = Field(1024, ge=64)
-    meta_every: int = Field(12, ge=1, description="outer (meta) step every M inner steps")
-    meta_lr: float = Field(0.1, gt=0)
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description="label-correction settings (`meta.CorrectionConfig` fields: refresh, meta_lr, batch_size, ...)",
+    )
     meta_share: float = Field(
         0.25, ge=0, lt=1,
         description="share of training problems kept out of labelling: their solutions (with verdicts) "
@@ -102,6 +104,10 @@ class TrainStageConfig(_Strict):
     )
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
+    num_processes: int = Field(
+        1, ge=1, description="training processes (one per GPU): above 1 the pipeline runs `train` under "
+        "`accelerate launch --num_processes N` (DDP) and waits for it",
+    )
 
 
 class EvaluateStageConfig(_Strict):
@@ -132,6 +138,19 @@ class PipelineConfig(_Strict):
     train: TrainStageConfig = TrainStageConfig()
     evaluate: EvaluateStageConfig = EvaluateStageConfig()
     execution: ExecutionStageConfig = ExecutionStageConfig()
+    ray: str | None = Field(
+        None, description="run generate, label and score on Ray: auto, HOST:PORT, ray://HOST:PORT or local"
+    )
+
+    @model_validator(mode="after")
+    def _meta_settings(self) -> PipelineConfig:
+        from dreamprm_code.meta.correction import CorrectionConfig
+
+        try:
+            CorrectionConfig.from_dict({k: v for k, v in self.train.meta.items() if k != "mode"})
+        except UserError as exc:
+            raise ValueError(f"train.{exc.field}: {exc.message}") from None
+        return self
 
     @model_validator(mode="after")
     def _non_empty(self) -> PipelineConfig:

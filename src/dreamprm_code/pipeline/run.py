@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dreamprm_code.distributed import as_options
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import atomic_write_json, atomic_write_jsonl, check_resume, read_jsonl
 from dreamprm_code.pipeline.config import PipelineConfig
@@ -170,6 +173,48 @@ class RunResult:
     timings: dict[str, float]
 
 
+def train_launch_command(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool) -> list[str]:
+    """``accelerate launch`` of the stand-alone ``train`` command on this run's files, with the
+    pipeline's own :class:`~dreamprm_code.prm.TrainConfig` (``models/V.train_config.json``), so the
+    pipeline's in-process trainer then finds the state complete and only writes the checkpoint.
+    No held-out labels (``labels/no-holdout.jsonl`` is empty): the pipeline validates on
+    ``solutions/val.jsonl`` itself. ``--multi_gpu`` is DDP (NCCL on GPUs; gloo on CPUs when no
+    GPU is visible)."""
+    out = Path(tc.out)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu",
+           "-m", "dreamprm_code", "train",
+           "--labels", str(run.labels), "--eval-labels", str(run.root / "labels" / "no-holdout.jsonl"),
+           "--problems", str(run.problems_train), "--out", str(out),
+           "--config", str(out.parent / f"{out.name}.train_config.json")]
+    if with_meta:
+        cmd += ["--meta", str(run.solutions_meta)]
+    # the options `train` takes, spelled out too: --config fills only the fields it has no option for
+    for key in ("backbone", "lora_r", "lr", "epochs", "max_steps", "batch_size", "max_length", "loss",
+                "precision", "seed"):
+        cmd += [f"--{key.replace('_', '-')}", str(getattr(tc, key))]
+    cmd += ["--correction", tc.meta.mode, "--meta-refresh", str(tc.meta.refresh), "--meta-lr", str(tc.meta.meta_lr),
+            "--meta-batch-size", str(tc.meta.batch_size)]
+    if tc.outcome_only:
+        cmd.append("--outcome-only")
+    return cmd
+
+
+def launch_training(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool) -> None:
+    """Train one variant in ``num_processes`` processes and wait; a failure names the command."""
+    cmd = train_launch_command(run, tc, num_processes, with_meta=with_meta)
+    out = Path(tc.out)
+    atomic_write_json(out.parent / f"{out.name}.train_config.json", tc.to_dict())
+    holdout = run.root / "labels" / "no-holdout.jsonl"
+    if not holdout.exists():
+        atomic_write_jsonl(holdout, [])
+    console.print(f"  [dim]{' '.join(cmd)}[/]")
+    done = subprocess.run(cmd)
+    if done.returncode != 0:
+        raise UserError(f"`accelerate launch` of train exited with {done.returncode}: {' '.join(cmd)}",
+                        field="train.num_processes")
+
+
 def stage_names(config: PipelineConfig) -> list[str]:
     """Every stage of a run, in order."""
     names = ["problems", "generate-train", "generate-eval", "label"]
@@ -211,6 +256,8 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
 
     executor = Executor(limits=config.execution.build(), workers=config.execution.workers, cache_dir=run.exec_cache)
     policy_holder: dict[str, Any] = {}
+    ray_opts = as_options(config.ray)
+    policy_spec = (config.policy.spec, dict(config.policy.options))  # what Ray actors load
 
     def policy() -> Any:
         if "policy" not in policy_holder:
@@ -229,8 +276,9 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
 
             sampling = config.policy.sampling(seed_offset)
             generate_solutions(
-                problems, policy(), n=n, sampling=sampling, style=config.policy.style, out=out,
-                executor=executor, code_prefill=config.policy.code_prefill, show_progress=show_progress,
+                problems, policy_spec if ray_opts else policy(), n=n, sampling=sampling, style=config.policy.style,
+                out=out, executor=executor, code_prefill=config.policy.code_prefill, show_progress=show_progress,
+                ray=ray_opts,
             )
 
         sampling_settings = config.policy.model_dump(mode="json", exclude={"options"})  # options: how, not what
@@ -261,8 +309,9 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
             from dreamprm_code.labeling import label_solutions
 
             label_solutions(
-                label_solutions_, train_problems, policy(), executor,
-                config.label.build(top_p=config.policy.top_p, seed=config.policy.seed, style=config.policy.style),
+                label_solutions_, train_problems, policy_spec if ray_opts else policy(), executor,
+                config.label.build(top_p=config.policy.top_p, seed=config.policy.seed, style=config.policy.style,
+                                   ray=config.ray),
                 run.labels, show_progress=show_progress,
             )
 
@@ -281,6 +330,8 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     # --- train and score each variant -------------------------------------------------------------
     train_settings = config.train.model_dump(mode="json")
     train_settings.pop("variants")
+    train_settings.pop("num_processes")  # how, not what
+    fallbacks: dict[str, str] = {}
     for variant in config.train.variants:
         correction, outcome_only = VARIANTS[variant]
         fp_train = fingerprint(fp_label, train_settings, variant)
@@ -296,21 +347,37 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
                 lr=config.train.lr,
                 lora_r=config.train.lora_r,
                 max_length=config.train.max_length,
-                meta_every=config.train.meta_every,
-                meta_lr=config.train.meta_lr,
+                meta={**config.train.meta, "mode": correction},
                 precision=config.train.precision,
                 seed=config.train.seed,
-                correction=correction,
                 outcome_only=outcome_only,
             )
-            train_prm(tc, labels, meta_set=meta_set if correction != "none" else None, eval_set=val_set,
-                      problems=train_problems, progress=show_progress)
+            if config.train.num_processes > 1:  # the processes train; this one then finds them done
+                launch_training(run, tc, config.train.num_processes, with_meta=correction != "none")
+            try:
+                train_prm(tc, labels, meta_set=meta_set if correction != "none" else None, eval_set=val_set,
+                          problems=train_problems, progress=show_progress)
+            except UserError as exc:
+                if exc.field != "meta" or "passing" not in exc.message:
+                    raise
+                # a meta set of one class cannot correct anything: train without, and say so
+                console.print(f"[yellow]{variant}: {exc.message}; trained without correction[/]")
+                fallbacks[variant] = f"{exc.message}; trained without correction"
+                tc.meta = type(tc.meta).from_dict({**tc.meta.to_dict(), "mode": "none"})
+                train_prm(tc, labels, meta_set=None, eval_set=val_set, problems=train_problems,
+                          progress=show_progress)
 
         stages.run_stage(f"train-{variant}", fp_train, train)
 
         def score(variant: str = variant) -> None:
             from dreamprm_code.prm import load_prm, score_solutions
 
+            if ray_opts:
+                from dreamprm_code.prm.score import score_to_file
+
+                score_to_file(run.model(variant), eval_problems, eval_solutions, run.score_file(variant),
+                              progress=show_progress, ray=ray_opts)
+                return
             prm = load_prm(run.model(variant))
             scores = score_solutions(prm, eval_problems, eval_solutions, progress=show_progress)
             atomic_write_jsonl(run.score_file(variant), [s.to_dict() for s in scores])
@@ -322,6 +389,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
         from dreamprm_code.report.tables import rich_table
         from dreamprm_code.report.write import write_report
         from dreamprm_code.scaling.behaviour import compute_behaviours
+        from dreamprm_code.scaling.evaluate import EvalOptions
         from dreamprm_code.scaling.evaluate import evaluate as evaluate_pools
 
         score_sets = {
@@ -334,16 +402,18 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
 
         report = evaluate_pools(
             eval_problems, eval_solutions, score_sets,
-            aggregations=config.evaluate.aggregations, seed=config.evaluate.seed,
-            majority=config.evaluate.majority, behaviour_fn=behaviours, resamples=config.evaluate.bootstrap,
-            baselines=[v for v in ("orm", "prm") if v in score_sets],
-            show_progress=show_progress,
+            EvalOptions(aggregations=config.evaluate.aggregations, seed=config.evaluate.seed,
+                        majority=config.evaluate.majority, resamples=config.evaluate.bootstrap,
+                        baselines=[v for v in ("orm", "prm") if v in score_sets],
+                        show_progress=show_progress),
+            behaviour_fn=behaviours,
         )
         report.settings["run"] = {
             "name": config.name, "run_dir": str(run.root), "labelled_problems": split["label"],
             "meta_problems": sorted({s.problem_id for s in meta_set}),
             "validation_problems": sorted({s.problem_id for s in val_set}),
             "labels": len(labels), "train_solutions": len(train_solutions),
+            "correction_fallbacks": fallbacks,
         }
         write_report(
             report, run.report, problems=eval_problems, solutions=eval_solutions, score_sets=score_sets,

@@ -76,6 +76,8 @@ def generate_command(
     timeout: float = typer.Option(6.0, "--timeout", help="seconds per test"),
     policy_opt: list[str] = typer.Option([], "--policy-opt", help="backend option KEY=VALUE (repeatable), e.g. concurrency=32"),
     lcb_out: Path = typer.Option(None, "--lcb-out", help="also write LiveCodeBench's code_list/graded_list JSON"),
+    ray: str = typer.Option(None, "--ray", help="sample (and run) on Ray policy actors: auto, HOST:PORT, ray://HOST:PORT, local"),
+    ray_actors: int = typer.Option(None, "--ray-actors", help="policy actors on Ray (default: one per GPU, else per node)"),
 ) -> None:
     """Sample N candidate solutions per problem, split into steps, run against the tests."""
     from dreamprm_code.data import load_problems
@@ -86,7 +88,10 @@ def generate_command(
         raise UserError(f"unknown style '{style}' (cof or plain, or add one with --templates)", field="style")
     sampling = sampling.with_seed(seed)
     probs = load_problems(problems)
-    pol = load_policy(policy, **parse_opts(policy_opt))
+    from dreamprm_code.distributed import as_options
+
+    ray_opts = as_options(ray, ray_actors)
+    pol = (policy, parse_opts(policy_opt)) if ray_opts else load_policy(policy, **parse_opts(policy_opt))
     executor = None
     if not no_execute:
         from dreamprm_code.execution import Executor, Limits
@@ -108,13 +113,15 @@ def generate_command(
             open_fence=open_fence,
             code_prefill=code_prefill,
             templates=templates,
+            ray=ray_opts,
         )
     finally:
         if executor is not None:
             executor.close()
     if lcb_out is not None:
         export_lcb(sols, lcb_out)
-    Console().print(summary(sols, f"{pol.name} on {problems} ({style})"))
+    name = sols[0].policy if ray_opts and sols else getattr(pol, "name", policy)
+    Console().print(summary(sols, f"{name} on {problems} ({style})"))
     Console(stderr=True).print(f"wrote {out}" + (f" and {lcb_out}" if lcb_out else ""))
 
 

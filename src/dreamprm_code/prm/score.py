@@ -1,8 +1,8 @@
 """Scoring candidates: every step of every candidate, one forward pass per candidate.
 
 Candidates are batched by length under a token budget (rows x longest row), so short
-candidates do not pay for long ones' padding. ``aggregate`` (owned by ``scaling.select``)
-turns a candidate's step scores into one number for best-of-N.
+candidates do not pay for long ones' padding. ``aggregate`` (owned by ``scaling.select``, re-exported
+here) turns a candidate's step scores into one number for best-of-N.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from pathlib import Path
 import torch
 
 from dreamprm_code.cof import solution_steps
+from dreamprm_code.distributed import RayOptions
 from dreamprm_code.errors import UserError
 from dreamprm_code.prm.data import Example, collate, examples_from_solutions, token_batches
 from dreamprm_code.prm.format import step_texts
 from dreamprm_code.prm.model import ProcessRewardModel
 from dreamprm_code.progress import make_progress
-from dreamprm_code.records import AGGREGATIONS, Problem, Solution, StepScores
-from dreamprm_code.scaling.select import aggregate
+from dreamprm_code.records import Problem, Solution, StepScores
+from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
 
-AGGREGATES = AGGREGATIONS  # the name prm.train imports
+#: The same tuple as ``scaling.select.AGGREGATIONS``, under the name ``prm.train`` imports.
+AGGREGATES = AGGREGATIONS
 
 
 def _problem_map(problems: Mapping[str, Problem] | Sequence[Problem] | None) -> dict[str, Problem]:
@@ -149,7 +151,7 @@ def score_prefixes_separately(
 
 
 def score_to_file(
-    prm: ProcessRewardModel,
+    prm: ProcessRewardModel | str | Path,
     problems: Mapping[str, Problem] | Sequence[Problem] | None,
     solutions: Sequence[Solution],
     out: str | Path,
@@ -157,20 +159,46 @@ def score_to_file(
     batch_tokens: int = 16384,
     chunk: int = 64,
     progress: bool = True,
+    ray: RayOptions | None = None,
 ) -> int:
     """Score the candidates not yet in ``out`` (step-scores JSONL), appending ``chunk`` at a time.
 
     A killed run resumes where it stopped; returns how many candidates this call scored.
+    ``ray``: score on Ray actors instead, each loading the checkpoint ``prm`` (a directory) once;
+    chunks go to actors as they free up and are appended here as they come back.
     """
     from dreamprm_code.io import JsonlAppender
 
     with JsonlAppender(out, key=lambda r: r["solution_id"]) as sink:
         todo = [s for s in solutions if s.id not in sink.done]
+        pieces = [list(todo[i : i + chunk]) for i in range(0, len(todo), max(1, chunk))]
         with make_progress(disable=not progress) as bar:
             task = bar.add_task("score", total=len(todo), info=f"{len(solutions) - len(todo)} already scored")
-            for i in range(0, len(todo), chunk):
-                part = todo[i : i + chunk]
-                for rec in score_solutions(prm, problems, part, batch_tokens=batch_tokens):
-                    sink.append(rec.to_dict())
-                bar.advance(task, len(part))
+            if ray is None:
+                if not isinstance(prm, ProcessRewardModel):
+                    from dreamprm_code.prm.checkpoint import load_prm
+
+                    prm = load_prm(prm)
+                for part in pieces:
+                    for rec in score_solutions(prm, problems, part, batch_tokens=batch_tokens):
+                        sink.append(rec.to_dict())
+                    bar.advance(task, len(part))
+            elif pieces:
+                from dreamprm_code.distributed import Fleet, PrmActor, model_actors, ray_session
+
+                if isinstance(prm, ProcessRewardModel):
+                    raise UserError("scoring on Ray needs the checkpoint directory, not a loaded model", field="prm")
+                pmap = _problem_map(problems)
+                jobs = [([pmap[s.problem_id] for s in {s.problem_id: s for s in part}.values()
+                          if s.problem_id in pmap], part) for part in pieces]
+                with ray_session(ray.address) as ray_mod:
+                    actors, gpus = model_actors(ray_mod, ray)
+                    fleet = Fleet(ray_mod, PrmActor, (str(prm), batch_tokens), actors=actors, num_gpus=gpus)
+                    try:
+                        for k, recs in fleet.call("score", jobs):
+                            for rec in recs:
+                                sink.append(rec.to_dict())
+                            bar.advance(task, len(pieces[k]))
+                    finally:
+                        fleet.close()
     return len(todo)

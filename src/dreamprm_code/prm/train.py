@@ -13,17 +13,19 @@ import hashlib
 import math
 import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import JsonlAppender, atomic_write_json
+from dreamprm_code.meta.correction import Correction, CorrectionConfig, CorrectionHook, NoCorrection
+from dreamprm_code.meta.hypergrad import train_loss
 from dreamprm_code.prm.checkpoint import load_train_state, save_prm, save_train_state
 from dreamprm_code.prm.data import (
     Example,
@@ -38,60 +40,66 @@ from dreamprm_code.prm.model import ProcessRewardModel, build_prm
 from dreamprm_code.prm.score import AGGREGATES, aggregate, score_examples
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
+from dreamprm_code.scaling.select import Aggregation
 
-CORRECTIONS = ("labels", "weights", "none")
-LOSSES = ("bce", "mse")
+Loss = Literal["bce", "mse"]
+Precision = Literal["fp32", "bf16"]
 #: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
-RESUMABLE_CHANGES = {"out", "epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
+RESUMABLE_CHANGES = {"out", "epochs", "frozen_epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
+#: Flat names of earlier releases -> their place in ``meta`` (accepted with a deprecation message).
+LEGACY_META_KEYS = {"correction": "mode", "meta_lr": "meta_lr", "inner_lr": "inner_lr", "meta_batch_size": "batch_size"}
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a PRM training run; saved in ``prm.json`` and ``train_config.json``."""
 
-    backbone: str = "embedded:smollm2-135m-instruct"  #: ``embedded:NAME``, a model directory or a hub id
-    out: str = "prm"  #: checkpoint directory (also holds the resumable ``train_state/``)
-    lora_r: int = 8  #: LoRA rank; 0 = full fine-tuning
-    lora_alpha: int = 16  #: LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.0  #: dropout on the LoRA input
-    lora_targets: str = "all-linear"  #: peft ``target_modules`` (comma-separated names, or all-linear)
-    head_hidden: int = 0  #: 0 = linear head; > 0 = MLP head with this many hidden units
-    lr: float = 2e-4  #: AdamW learning rate (adapters and head)
-    weight_decay: float = 0.0  #: AdamW weight decay
-    warmup_steps: int = 10  #: linear warm-up steps, then constant
-    grad_clip: float = 1.0  #: max gradient norm (0 = off)
-    epochs: int = 2  #: passes over the training candidates
-    max_steps: int = 0  #: stop after this many optimizer steps (0 = no limit; smoke runs, benchmarks)
-    batch_size: int = 4  #: candidates (sequences) per batch; every labelled step in them is scored
-    max_length: int = 1024  #: tokens per sequence (see prm/format.py for truncation)
-    max_statement_tokens: int = 0  #: cap on the problem statement's tokens (0 = half of max_length)
-    loss: str = "bce"  #: ``bce`` (soft-label BCE with logits) or ``mse`` (on the probability)
-    outcome_only: bool = False  #: train on final-step labels only: the ORM baseline, same backbone
-    correction: str = "labels"  #: ``labels`` | ``weights`` | ``none`` (decision 4); needs a meta set
-    meta_every: int = 12  #: an outer (label-correction) step every M training steps (12: <= 1.5x cost on CPU and GPU, docs/benchmarks.md)
-    meta_lr: float = 0.1  #: learning rate of the corrected labels / weights
-    inner_lr: float = 1e-3  #: SGD step size of the one-step look-ahead in the outer step
-    meta_batch_size: int = 8  #: meta-set solutions per outer step
-    meta_options: dict[str, Any] = field(default_factory=dict)  #: more ``meta.CorrectionConfig`` fields
-    seed: int = 0  #: seeds the model head, LoRA init, batch order and the validation split
-    precision: str = "fp32"  #: ``fp32`` or ``bf16`` backbone weights (the head stays fp32)
-    gradient_checkpointing: bool = False  #: trade compute for memory on long sequences
-    val_fraction: float = 0.1  #: share of problems held out for validation when no eval set is given
-    eval_each_epoch: bool = True  #: validate after every epoch
-    eval_aggregate: str = "min"  #: how best-of-N validation ranks candidates (see score.aggregate)
-    eval_batch_tokens: int = 16384  #: token budget of a validation batch
-    save_every: int = 50  #: save the resumable state every N optimizer steps (and each epoch end)
+    backbone: str = _opt("embedded:smollm2-135m-instruct", "embedded:NAME, a model directory or a hub id")
+    out: str = _opt("prm", "checkpoint directory (also holds the resumable train_state/)")
+    lora_r: int = _opt(8, "LoRA rank; 0 = full fine-tuning")
+    lora_alpha: int = _opt(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = _opt(0.0, "dropout on the LoRA input")
+    lora_targets: str = _opt("all-linear", "peft target_modules: comma-separated names, or all-linear")
+    head_hidden: int = _opt(0, "0 = linear head; > 0 = MLP head with this many hidden units")
+    lr: float = _opt(2e-4, "AdamW learning rate (adapters and head)")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    warmup_steps: int = _opt(10, "linear warm-up steps, then constant")
+    grad_clip: float = _opt(1.0, "max gradient norm (0 = off)")
+    epochs: int = _opt(2, "passes over the training candidates")
+    max_steps: int = _opt(0, "stop after this many optimizer steps (0 = no limit)")
+    batch_size: int = _opt(4, "candidates (sequences) per batch; every labelled step in them is scored")
+    max_length: int = _opt(1024, "tokens per sequence (see prm/format.py for truncation)")
+    max_statement_tokens: int = _opt(0, "cap on the problem statement's tokens (0 = half of max_length)")
+    loss: Loss = _opt("bce", "bce (soft-label BCE with logits) or mse (on the probability)")
+    outcome_only: bool = _opt(False, "train on final-step labels only: the ORM baseline, same backbone")
+    meta: CorrectionConfig = _opt(CorrectionConfig, "label correction (needs a meta set)", prefix="meta")
+    seed: int = _opt(0, "seeds the head, LoRA init, batch order, the validation split and the correction")
+    precision: Precision = _opt("fp32", "fp32 or bf16 backbone weights (the head stays fp32)")
+    gradient_checkpointing: bool = _opt(False, "trade compute for memory on long sequences")
+    val_fraction: float = _opt(0.1, "share of problems held out for validation when no eval set is given")
+    eval_each_epoch: bool = _opt(True, "validate after every epoch")
+    eval_aggregate: Aggregation = _opt("min", "how best-of-N validation ranks candidates (see score.aggregate)")
+    eval_batch_tokens: int = _opt(16384, "token budget of a validation batch")
+    save_every: int = _opt(50, "save the resumable state every N optimizer steps (and each epoch end)")
+    freeze_backbone: bool = _opt(False, "frozen backbone: one pass per candidate caches step features, the head trains on them")
+    frozen_epochs: int = _opt(20, "head epochs with freeze_backbone (there an epoch is cheap; epochs is not used)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.meta, dict):
+            self.meta = CorrectionConfig.from_dict(self.meta)
         checks = [
-            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
-            ("correction", self.correction in CORRECTIONS, f"one of {', '.join(CORRECTIONS)}"),
-            ("precision", self.precision in ("fp32", "bf16"), "fp32 or bf16"),
+            ("loss", self.loss in get_args(Loss), f"one of {', '.join(get_args(Loss))}"),
+            ("precision", self.precision in get_args(Precision), "fp32 or bf16"),
             ("eval_aggregate", self.eval_aggregate in AGGREGATES, f"one of {', '.join(AGGREGATES)}"),
             ("lora_r", self.lora_r >= 0, "at least 0"),
             ("epochs", self.epochs >= 1, "at least 1"),
             ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("meta_every", self.meta_every >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
             ("save_every", self.save_every >= 1, "at least 1"),
@@ -100,16 +108,34 @@ class TrainConfig:
             if not ok:
                 raise UserError(f"must be {what}, got {getattr(self, name)!r}", field=name)
 
+    @property
+    def correction(self) -> str:
+        """The correction mode (``meta.mode``)."""
+        return self.meta.mode
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """From a dict of fields (``meta`` a nested dict); flat names of earlier releases still work."""
+        data = dict(data)
+        meta = dict(data.pop("meta", None) or {})
+        for old, new in LEGACY_META_KEYS.items():
+            if old in data:
+                warnings.warn(f"TrainConfig: {old!r} is deprecated, use meta.{new}", DeprecationWarning, stacklevel=2)
+                meta.setdefault(new, data.pop(old))
+        for old in ("meta_every", "meta_options"):
+            if old in data:
+                value = data.pop(old)
+                warnings.warn(f"TrainConfig: {old!r} is deprecated (see meta.refresh)", DeprecationWarning, stacklevel=2)
+                if old == "meta_options":
+                    meta = {**value, **meta}
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise UserError(f"unknown setting {unknown[0]!r}", field=unknown[0])
-        return cls(**data)
+        return cls(**data, meta=CorrectionConfig.from_dict(meta))
 
 
 def split_by_problem(problem_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -183,59 +209,49 @@ def validate(prm: ProcessRewardModel, examples: Sequence[Example], how: str = "m
     }
 
 
-def step_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, kind: str) -> torch.Tensor:
-    """Mean over the batch's steps of weight x (BCE-with-logits on soft targets, or MSE on p)."""
-    z = logits.float()
-    t = targets.to(z.device, z.dtype)
-    if kind == "bce":
-        per = F.binary_cross_entropy_with_logits(z, t, reduction="none")
-    else:
-        per = (torch.sigmoid(z) - t) ** 2
-    if weights is not None:
-        per = per * weights.to(z.device, z.dtype)
-    return per.mean()
+def make_correction_for(config: TrainConfig, labels: Sequence[StepLabel], meta_ex: Sequence[Example],
+                        pad_id: int) -> CorrectionHook:
+    """The correction of ``config.meta`` over the labels; :class:`NoCorrection` without a meta set.
+
+    A meta set without both a passing and a failing solution cannot teach anything: refused.
+    """
+    init = torch.tensor([lab.mc_value for lab in labels], dtype=torch.float32)
+    if config.meta.mode == "none" or not meta_ex:
+        return NoCorrection(init)
+    verdicts = [t for e in meta_ex for t, fin in zip(e.targets, e.is_final, strict=True) if fin and not math.isnan(t)]
+    passing = sum(t >= 0.5 for t in verdicts)
+    if passing == 0 or passing == len(verdicts):
+        raise UserError(
+            f"the meta set has {passing} passing and {len(verdicts) - passing} failing solutions; label correction "
+            "needs both (or use --correction none)", field="meta")
+    return Correction(
+        init, config.meta,
+        fixed=torch.tensor([lab.step_index == lab.num_steps - 1 for lab in labels]),
+        rollouts=torch.tensor([float(lab.rollouts) for lab in labels]),
+        meta_batches=cycle_batches(meta_ex, config.meta.batch_size, pad_id, config.seed),
+        loss=config.loss, seed=config.seed,
+    )
 
 
-def meta_logits(model: ProcessRewardModel, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """``meta_fn`` for the correction: final-step logits of meta solutions and their verdicts."""
-    return model.step_logits(batch), batch.targets
+def inner_step(model: torch.nn.Module, prm: ProcessRewardModel, batch: StepBatch, optimizer: torch.optim.Optimizer,
+               correction: CorrectionHook, config: TrainConfig, step: int, backward: Any = None) -> dict[str, Any]:
+    """One optimiser step in MW-Net order: correct this batch's labels, train on them, refresh v.
 
-
-class _PlainTargets:
-    """No correction: the MC labels as they are, no outer steps (also when meta is missing)."""
-
-    def __init__(self, init_labels: torch.Tensor) -> None:
-        self.init = init_labels
-
-    def targets(self, batch: StepBatch) -> tuple[torch.Tensor, None]:
-        return batch.targets, None
-
-    def outer_step(self, **_: Any) -> dict[str, Any]:
-        return {}
-
-    def corrected_labels(self) -> list[float]:
-        return [float(x) for x in self.init]
-
-    def summary(self) -> dict[str, Any]:
-        return {"mode": "none", "corrected_labels": self.corrected_labels()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
-
-
-def make_correction_for(config: TrainConfig, init_labels: torch.Tensor, has_meta: bool) -> Any:
-    """The correction object of the hook contract, or plain targets when it cannot run."""
-    if config.correction == "none" or not has_meta:
-        return _PlainTargets(init_labels)
-    try:
-        from dreamprm_code.meta import make_correction
-    except ImportError:
-        return _PlainTargets(init_labels)
-    opts = {"meta_lr": config.meta_lr, "every": config.meta_every, "seed": config.seed, "loss": config.loss, **config.meta_options}
-    return make_correction(config.correction, init_labels=init_labels, config=opts, meta_fn=meta_logits)
+    ``model`` is what the forward and backward go through (accelerate's wrapper), ``prm`` the
+    module itself (the correction's extra passes), ``optimizer`` the torch optimiser (its state
+    is the look-ahead's preconditioner). Returns the step's log.
+    """
+    z, features = model(batch, with_features=True)
+    log = correction.correct(prm, batch, z.detach(), features.detach())
+    targets, weights = correction.targets(batch)
+    loss = train_loss(z, targets, weights, config.loss)
+    (backward or (lambda x: x.backward()))(loss)
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for _, p in prm.trainable_parameters()], config.grad_clip)
+    log.update(correction.refresh(prm, optimizer, step))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": float(loss.detach()), **log}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -274,6 +290,9 @@ def train_prm(
     it, ``val_fraction`` of the labels' problems are held out. ``problems`` supply statements
     and starter code for the input template (without them the template has empty statements).
     """
+    if config.freeze_backbone:
+        from dreamprm_code.prm.frozen import train_frozen
+        return train_frozen(config, labels, meta_set, eval_set, problems=problems, progress=progress)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -316,29 +335,18 @@ def train_prm(
         raise UserError("the labels yield no training examples (outcome_only without final-step labels?)", field="labels")
     val_ex = _eval_examples(eval_set, fmt, pmap) if eval_set else []
     meta_ex = examples_from_solutions(meta_set, fmt, pmap, final_only=True, with_verdicts=True) if meta_set else []
-    init_labels = torch.tensor([lab.mc_value for lab in labels], dtype=torch.float32)
-    correction = make_correction_for(config, init_labels, has_meta=bool(meta_ex))
-    meta_stream = cycle_batches(meta_ex, config.meta_batch_size, prm.pad_id, config.seed) if meta_ex else None
-
-    # --- optimizer, resume ---------------------------------------------------------------------
-    params = [p for _, p in prm.trainable_parameters()]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    correction = make_correction_for(config, labels, meta_ex, prm.pad_id)
+    optimizer = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.lr, weight_decay=config.weight_decay)
+    data_info = {  # for the model card
+        "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
+        "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
+        "meta-set solutions": len(meta_set or []),
+    }
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
-    state = load_train_state(out, prm)
-    step, epoch, skip = 0, 0, 0
-    if state is not None:
-        changed = [k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v]
-        if changed:
-            raise UserError(f"train_state/ was written with a different {changed[0]!r}; use a new --out", path=out)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        correction.load_state_dict(state["correction"])
-        _set_rng_state(state["rng"])
-        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
-        for _ in range(state.get("meta_batches", 0)):
-            next(meta_stream)  # type: ignore[arg-type]
-    meta_batches = state.get("meta_batches", 0) if state else 0
-    model, optimizer = accelerator.prepare(prm, optimizer)
+    step, epoch, skip = _resume(out, config, prm, optimizer, scheduler, correction)
+    if getattr(correction, "needs_features", False):
+        _observe_all(prm, train_ex, correction, config, accelerator.device)
+    model, _ = accelerator.prepare(prm, optimizer)
     atomic_write_json(out / "train_config.json", config.to_dict())
     rank = accelerator.process_index
     log = JsonlAppender(out / ("train_log.jsonl" if rank == 0 else f"train_log.rank{rank}.jsonl"))
@@ -347,74 +355,98 @@ def train_prm(
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             return
-        save_train_state(out, prm, {
-            "config": config.to_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "correction": correction.state_dict(), "rng": _rng_state(), "step": step, "epoch": epoch_,
-            "batch_in_epoch": batch_in_epoch, "meta_batches": meta_batches,
-        })
-        atomic_write_json(out / "correction.json", correction.summary())
-        corrected = correction.corrected_labels()
-        atomic_write_json(out / "corrected_labels.json", [
-            {"key": lab.key, "mc_value": lab.mc_value, "corrected": c} for lab, c in zip(labels, corrected, strict=True)
-        ])
+        save_progress(out, prm, config, optimizer, scheduler, correction, labels, step, epoch_, batch_in_epoch)
+
+    def finish_epoch() -> None:
+        if config.eval_each_epoch and val_ex:
+            log.append({"step": step, "epoch": epoch - 1, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
+        checkpoint(epoch, 0)
+        if accelerator.is_main_process:
+            save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
 
     # --- the loop ------------------------------------------------------------------------------
     lengths = [len(e.input_ids) for e in train_ex]
     total = config.epochs * math.ceil(len(train_ex) / config.batch_size)
-    if config.max_steps:
-        total = min(total, config.max_steps)
+    total = min(total, config.max_steps) if config.max_steps else total
+    done = lambda: bool(config.max_steps) and step >= config.max_steps  # noqa: E731
     with make_progress(disable=not progress or not accelerator.is_main_process) as bar:
         task = bar.add_task("train", total=total, completed=step, info="")
-        while epoch < config.epochs and not (config.max_steps and step >= config.max_steps):
-            batches = epoch_batches(lengths, config.batch_size, config.seed, epoch)
-            loader = torch.utils.data.DataLoader(
-                train_ex, batch_sampler=batches, collate_fn=lambda exs: collate(exs, prm.pad_id)
-            )
+        while epoch < config.epochs and not done():
+            loader = torch.utils.data.DataLoader(train_ex, batch_sampler=epoch_batches(lengths, config.batch_size, config.seed, epoch),
+                                                 collate_fn=lambda exs: collate(exs, prm.pad_id))
             loader = accelerator.prepare(loader)
-            if skip:
-                loader = accelerator.skip_first_batches(loader, skip)
-            seen, t0, tokens = skip, time.perf_counter(), 0
+            loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+            seen, t0, tokens, stopped = skip, time.perf_counter(), 0, False
             model.train()
             for batch in loader:
                 t_step = time.perf_counter()
-                outer: dict[str, Any] = {}
-                if meta_stream is not None and (step + 1) % config.meta_every == 0:
-                    # MW-Net order: correct this batch's labels by the look-ahead, then train on them,
-                    # so a correction counts even in an example's last (or only) epoch
-                    meta_batch = next(meta_stream).to(accelerator.device)
-                    meta_batches += 1
-                    outer = correction.outer_step(model=prm, train_batch=batch, meta_batch=meta_batch, inner_lr=config.inner_lr)
-                targets, weights = correction.targets(batch)
-                loss = step_loss(model(batch), targets, weights, config.loss)
-                accelerator.backward(loss)
-                if config.grad_clip:
-                    accelerator.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
+                rec = inner_step(model, prm, batch, optimizer, correction, config, step, accelerator.backward)
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 step, seen, tokens = step + 1, seen + 1, tokens + batch.num_tokens
-                rec: dict[str, Any] = {"step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], **outer}
                 now = time.perf_counter()
                 rate = tokens / max(now - t0, 1e-9)
-                rec.update(tokens=batch.num_tokens, seconds=now - t_step, tokens_per_s=rate)
-                log.append(rec)
+                log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **rec,
+                            "tokens": batch.num_tokens, "seconds": now - t_step, "tokens_per_s": rate})
                 bar.update(task, advance=1, info=f"loss {rec['loss']:.4f}  {rate:,.0f} tok/s")
                 if step % config.save_every == 0:
                     checkpoint(epoch, seen)
-                if config.max_steps and step >= config.max_steps:
+                if done():
+                    stopped = True
                     break
+            if stopped:
+                checkpoint(epoch, seen)
             else:
                 epoch, skip = epoch + 1, 0
-                if config.eval_each_epoch and val_ex:
-                    log.append({"step": step, "epoch": epoch - 1, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
-                checkpoint(epoch, 0)
-                if accelerator.is_main_process:
-                    save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
-                continue
-            checkpoint(epoch, seen)
+                finish_epoch()
     if val_ex and config.eval_each_epoch and not any(r.get("step") == step and "val_steps" in r for r in log.records):
         log.append({"step": step, "epoch": epoch, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
     if accelerator.is_main_process:
-        save_prm(prm, out, {"train": config.to_dict(), "epochs_done": epoch, "steps": step})
+        save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
     log.close()
     return out
+
+
+def save_progress(out: Path, module: torch.nn.Module, config: TrainConfig, optimizer: Any, scheduler: Any,
+                  correction: Any, labels: Sequence[StepLabel], step: int, epoch: int, batch_in_epoch: int) -> None:
+    """The resumable state (``train_state/``) and the correction's JSON files (``correction.json``,
+    ``corrected_labels.json``), written atomically."""
+    save_train_state(out, module, {
+        "config": config.to_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "correction": correction.state_dict(), "rng": _rng_state(), "step": step, "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+    })
+    atomic_write_json(out / "correction.json", correction.summary())
+    atomic_write_json(out / "corrected_labels.json", [
+        {"key": lab.key, "mc_value": lab.mc_value, "corrected": c}
+        for lab, c in zip(labels, correction.corrected_labels(), strict=True)
+    ])
+
+
+def _observe_all(prm: ProcessRewardModel, examples: Sequence[Example], correction: Any, config: TrainConfig,
+                 device: torch.device) -> None:
+    """One forward pass without a graph over the training set, so that the sweep moves every
+    label from the first refresh on (not only those of batches already trained)."""
+    order = sorted(examples, key=lambda e: len(e.input_ids))  # little padding
+    prm.eval()
+    with torch.no_grad():
+        for lo in range(0, len(order), config.batch_size):
+            batch = collate(order[lo : lo + config.batch_size], prm.pad_id).to(device)
+            z, features = prm(batch, with_features=True)
+            correction.observe(batch, features, z)
+    prm.train()
+
+
+def _resume(out: Path, config: TrainConfig, prm: ProcessRewardModel, optimizer: torch.optim.Optimizer,
+            scheduler: Any, correction: CorrectionHook) -> tuple[int, int, int]:
+    """Load ``train_state/`` if a stopped run left one: (step, epoch, batch in epoch) to go on from."""
+    state = load_train_state(out, prm)
+    if state is None:
+        return 0, 0, 0
+    changed = [k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v]
+    if changed:
+        raise UserError(f"train_state/ was written with a different {changed[0]!r}; use a new --out", path=out)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    correction.load_state_dict(state["correction"])
+    _set_rng_state(state["rng"])
+    return state["step"], state["epoch"], state["batch_in_epoch"]

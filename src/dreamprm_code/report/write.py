@@ -14,6 +14,7 @@ from dreamprm_code.progress import console
 from dreamprm_code.records import Problem, Solution, StepScores
 from dreamprm_code.report.plots import difficulty_plot, scaling_plot
 from dreamprm_code.report.render import Figure, render_html, render_markdown
+from dreamprm_code.report.tables import shows_all_aggregations
 from dreamprm_code.scaling.evaluate import EvalReport
 
 
@@ -34,7 +35,7 @@ def figures_for(
         Figure("scaling.png", "Best-of-N scaling: pass@1 against N", scaling_plot(report)),
         Figure("difficulty.png", "pass@1 by difficulty", difficulty_plot(report)),
     ]
-    if any(m.kind == "score" for m in report.methods) and len(report.settings["aggregations"]) > 1:
+    if shows_all_aggregations(report):
         figs.append(
             Figure("scaling-all.png", "Scaling curve of every aggregation", scaling_plot(report, all_aggregations=True))
         )

@@ -11,8 +11,8 @@ from rich.table import Table
 from dreamprm_code.errors import UserError
 from dreamprm_code.options import options_from
 from dreamprm_code.progress import console
-from dreamprm_code.records import AGGREGATIONS
 from dreamprm_code.scaling.config import SearchConfig
+from dreamprm_code.scaling.select import AGGREGATIONS
 
 
 def evaluate_command(
@@ -30,6 +30,10 @@ def evaluate_command(
         False, "--execute", help="run candidates that lack a verdict on all tests first (cached in OUT)"
     ),
     majority: bool = typer.Option(True, "--majority/--no-majority", help="majority vote over execution behaviour"),
+    weighted_vote: list[str] = typer.Option(
+        ["sum", "mean"], "--weighted-vote", help="PRM-weighted vote over the vote's clusters: sum, mean; repeatable"
+    ),
+    no_weighted_vote: bool = typer.Option(False, "--no-weighted-vote", help="no PRM-weighted vote rows"),
     vote_tests: int = typer.Option(3, "--vote-tests", help="tests (public first) whose outputs define behaviour"),
     workers: int = typer.Option(2, "--workers", help="parallel sandboxed runs for the majority vote"),
     seed: int = typer.Option(0, "--seed"),
@@ -43,7 +47,7 @@ def evaluate_command(
     from dreamprm_code.report.tables import rich_pass_at_k, rich_table
     from dreamprm_code.report.write import write_report
     from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
-    from dreamprm_code.scaling.evaluate import evaluate
+    from dreamprm_code.scaling.evaluate import EvalOptions, evaluate
     from dreamprm_code.scaling.scores import load_step_scores, parse_score_spec
 
     probs = load_problems(problems)
@@ -67,21 +71,19 @@ def evaluate_command(
             cache=out / "behaviours.jsonl",
             workers=workers,
         )
-    report = evaluate(
-        probs,
-        sols,
-        score_sets,
+    options = EvalOptions(
         aggregations=tuple(aggregation),
-        seed=seed,
+        primary_aggregation=primary,
         majority=majority,
-        behaviours=behaviours,
+        weighted_vote=() if no_weighted_vote else tuple(weighted_vote),
+        baselines=tuple(baseline),
         label=label,
+        seed=seed,
         resamples=resamples,
         subsamples=subsamples,
-        primary_aggregation=primary,
-        baselines=tuple(baseline),
         show_progress=True,
     )
+    report = evaluate(probs, sols, score_sets, options, behaviours=behaviours)
     out_console = Console() if Console().is_terminal else Console(width=200)  # stdout: pipeable
     if score_sets:
         out_console.print(rich_table(report))
@@ -100,15 +102,23 @@ def serve_command(
     prm: Path = typer.Option(..., "--prm", help="PRM checkpoint directory"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (keep 127.0.0.1 unless you mean it)"),
     port: int = typer.Option(8080, "--port"),
-    max_batch: int = typer.Option(16, "--max-batch", help="most requests scored in one PRM call"),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="how long a batch waits for more requests"),
+    max_batch: int = typer.Option(16, "--max-batch", help="most candidates scored in one PRM call"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="how long a batch waits for more candidates"),
     max_body: int = typer.Option(1 << 20, "--max-body", help="largest accepted request body, bytes"),
+    max_candidates: int = typer.Option(256, "--max-candidates", help="most candidates in one request"),
+    token: str | None = typer.Option(
+        None, "--token", help="require 'Authorization: Bearer TOKEN' (default: $DREAMPRM_SERVE_TOKEN; unset: open)"
+    ),
+    reward_aggregation: str = typer.Option("min", "--reward-aggregation", help="step scores -> reward for /get_reward"),
 ) -> None:
-    """Serve a PRM over HTTP: POST /score {statement|problem, code} -> step scores; GET /openapi.json."""
+    """Serve a PRM over HTTP for RL trainers: POST /score (batches), POST /get_reward (OpenRLHF), GET /docs."""
     from dreamprm_code.scaling.serve import serve
 
-    console.print(f"serving {prm} on http://{host}:{port} (POST /score, GET /openapi.json); Ctrl-C stops")
-    serve(prm, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body=max_body)
+    console.print(f"serving {prm} on http://{host}:{port} (POST /score, POST /get_reward, GET /docs); Ctrl-C stops")
+    serve(
+        prm, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body=max_body,
+        max_candidates=max_candidates, reward_aggregation=reward_aggregation,
+    )
 
 
 @options_from(SearchConfig, exclude=("sampling.seed", "sampling.stop"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from dreamprm_code.errors import UserError
 from dreamprm_code.options import option
 from dreamprm_code.policy.base import SamplingParams
-from dreamprm_code.records import AGGREGATIONS, Aggregation
+from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
 
 
 @dataclass

@@ -9,11 +9,15 @@ pick is correct. Methods:
   construction; it stays in the table because the paper prints it;
 - ``majority``: the largest cluster of candidates that behave the same on a few tests;
 - ``<score set>/<aggregation>``: the candidate with the best aggregated step score;
+- ``<score set>/<aggregation>/vote-sum`` (and ``vote-mean``): PRM-weighted majority vote, the
+  behaviour cluster whose members' scores add up (or average) to the most, as in the weighted
+  best-of-N of search-and-learn and OpenR (:func:`dreamprm_code.scaling.select.weighted_vote`);
 - ``oracle``: pass@N, whether any candidate is correct.
 
 Every method gets a bootstrap interval per difficulty, and a paired bootstrap interval for its
 difference to the policy and to the best baseline (best of policy, random, majority and any score
-set the caller names as a baseline, e.g. an ORM). The scaling curve repeats the selection on
+set the caller names as a baseline, e.g. an ORM, with its weighted vote). Below
+:data:`MIN_PROBLEMS_FOR_VERDICT` problems the reports show the intervals but call nothing a win. The scaling curve repeats the selection on
 seeded random subsets of N candidates (all subsets when there are at most ``subsamples``), N = 1,
 2, 4, ... up to the largest pool.
 """
@@ -22,8 +26,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,17 +39,29 @@ from dreamprm_code.scaling.metrics import (
     Comparison,
     Interval,
     bootstrap_ci,
+    lazy_tie_rng,
     mean_pass_at_k,
     paired_bootstrap,
     pass_at_k,
     tie_rng,
 )
-from dreamprm_code.scaling.select import AGGREGATIONS, aggregate, majority_vote, select_by_score
+from dreamprm_code.scaling.select import (
+    AGGREGATIONS,
+    VOTE_WEIGHTINGS,
+    aggregate,
+    majority_vote,
+    select_by_score,
+    weighted_vote,
+)
 
 DIFFICULTY_ORDER = ("easy", "medium", "hard")
 OVERALL = "overall"
 POLICY, RANDOM, MAJORITY, ORACLE = "policy", "random", "majority", "oracle"
 PASS_AT_K = (1, 5, 10)
+#: Below this many problems a paired interval is too wide to call a method better or worse.
+MIN_PROBLEMS_FOR_VERDICT = 30
+
+BehaviourFn = Callable[[Sequence[Problem], Sequence[Solution]], Mapping[str, Hashable | None]]
 
 #: Row labels of the paper's table for the score-set names the pipeline writes.
 KNOWN_LABELS = {
@@ -76,6 +92,7 @@ class MethodResult:
     kind: str  # "baseline" | "score" | "oracle"
     score_set: str | None = None
     aggregation: str | None = None
+    vote: str | None = None  # "sum" | "mean" for a PRM-weighted vote
     cells: dict[str, Interval] = field(default_factory=dict)
     vs_policy: dict[str, Comparison] = field(default_factory=dict)
     vs_best_baseline: dict[str, Comparison] = field(default_factory=dict)
@@ -89,6 +106,7 @@ class MethodResult:
             "kind": self.kind,
             "score_set": self.score_set,
             "aggregation": self.aggregation,
+            "vote": self.vote,
             "cells": {g: c.to_dict() for g, c in self.cells.items()},
             "vs_policy": {g: c.to_dict() for g, c in self.vs_policy.items()},
             "vs_best_baseline": {g: c.to_dict() for g, c in self.vs_best_baseline.items()},
@@ -118,10 +136,25 @@ class EvalReport:
                 return m
         raise KeyError(name)
 
+    @property
+    def primary_vote(self) -> str | None:
+        """The weighted-vote variant the main table shows (the first one asked for)."""
+        votes = self.settings.get("weighted_vote") or []
+        return votes[0] if votes else None
+
+    @property
+    def verdicts_allowed(self) -> bool:
+        """Whether there are enough problems for a paired interval to call a win or a loss."""
+        return self.counts[OVERALL]["problems"] >= MIN_PROBLEMS_FOR_VERDICT
+
     def table_methods(self) -> list[MethodResult]:
-        """The paper's rows: baselines, each score set under the primary aggregation, oracle."""
+        """The paper's rows: baselines, each score set (and its weighted vote) under the primary
+        aggregation, oracle."""
         return [
-            m for m in self.methods if m.kind != "score" or m.aggregation == self.primary_aggregation
+            m
+            for m in self.methods
+            if m.kind != "score"
+            or (m.aggregation == self.primary_aggregation and m.vote in (None, self.primary_vote))
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +192,65 @@ def is_correct(sol: Solution, label: str) -> bool:
     raise UserError(f"unknown label source {label!r}; use 'verdict' or 'recorded'")
 
 
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate` selects and measures; the defaults are the CLI's."""
+
+    #: Step-score aggregations to rank candidates by; each (score set, aggregation) is a row.
+    aggregations: Sequence[str] = AGGREGATIONS
+    #: The aggregation of the paper-layout table (default: the first of ``aggregations``). Fix it
+    #: before looking at the results: choosing it afterwards is selecting on the test set.
+    primary_aggregation: str | None = None
+    #: Majority vote over behaviour clusters (needs each candidate's behaviour).
+    majority: bool = True
+    #: PRM-weighted vote variants ("sum", "mean") for every (score set, aggregation); they use the
+    #: majority vote's clusters, so they exist only with ``majority``. The first is the main table's.
+    weighted_vote: Sequence[str] = VOTE_WEIGHTINGS
+    #: Score sets that count as baselines (e.g. ``orm``), under the primary aggregation.
+    baselines: Sequence[str] = ()
+    #: Ground truth: "verdict" (executed) or "recorded" (the pool's own label).
+    label: str = "verdict"
+    #: Seeds the bootstrap, the tie-breaks and the scaling curve's subsets.
+    seed: int = 0
+    #: Bootstrap resamples (over problems) per interval.
+    resamples: int = 2000
+    #: Seeded random subsets of N candidates per problem on the scaling curve.
+    subsamples: int = 20
+    #: A progress bar on the console.
+    show_progress: bool = False
+
+    def checked(self, score_sets: Mapping[str, object]) -> EvalOptions:
+        """These options with the primary aggregation filled in; a :class:`UserError` if inconsistent."""
+        aggregations = tuple(self.aggregations)
+        for how in aggregations:
+            if how not in AGGREGATIONS:
+                raise UserError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
+        for vote in self.weighted_vote:
+            if vote not in VOTE_WEIGHTINGS:
+                raise UserError(f"unknown weighted vote {vote!r}; choose from {', '.join(VOTE_WEIGHTINGS)}")
+        if score_sets and not aggregations:
+            raise UserError("give at least one aggregation to rank candidates by their step scores")
+        primary = self.primary_aggregation or (aggregations[0] if aggregations else "min")
+        if score_sets and primary not in aggregations:
+            raise UserError(f"primary aggregation {primary!r} is not among {list(aggregations)}")
+        for b in self.baselines:
+            if b not in score_sets:
+                raise UserError(f"baseline {b!r} is not a score set (have: {', '.join(score_sets) or 'none'})")
+        reserved = {POLICY, RANDOM, MAJORITY, ORACLE}
+        for name in score_sets:
+            if name in reserved or "/" in name:
+                raise UserError(f"score set name {name!r} is reserved or contains '/'; rename it")
+        votes = tuple(self.weighted_vote) if self.majority else ()
+        return replace(
+            self,
+            aggregations=aggregations,
+            primary_aggregation=primary,
+            weighted_vote=votes,
+            baselines=tuple(self.baselines),
+        )
+
+
 def _group_of(problem: Problem) -> str:
     return str(problem.difficulty).lower()
 
@@ -172,51 +264,21 @@ def _scaling_sizes(max_n: int) -> list[int]:
     return sizes
 
 
-def evaluate(
-    problems: Sequence[Problem],
-    solutions: Sequence[Solution],
-    score_sets: Mapping[str, Sequence[StepScores]] | None = None,
-    aggregations: Sequence[str] = AGGREGATIONS,
-    seed: int = 0,
-    majority: bool = True,
-    *,
-    behaviours: Mapping[str, Hashable | None] | None = None,
-    behaviour_fn: Callable[[Sequence[Problem], Sequence[Solution]], Mapping[str, Hashable | None]]
-    | None = None,
-    label: str = "verdict",
-    resamples: int = 2000,
-    subsamples: int = 20,
-    primary_aggregation: str | None = None,
-    baselines: Sequence[str] = (),
-    show_progress: bool = False,
-) -> EvalReport:
-    """Evaluate every selection method on the candidate pools; see the module docstring.
+@dataclass
+class _Pools:
+    """The candidates of each problem that has any, in sample order, with their ground truth."""
 
-    ``behaviours`` maps solution id -> a hashable summary of its outputs (``None`` when it did
-    not run); when missing and ``majority`` is set, ``behaviour_fn`` (default: run a few tests
-    of each candidate through the execution stage) computes it. ``baselines`` names score sets
-    that count as baselines (e.g. ``orm``). ``primary_aggregation`` is the one the paper-layout
-    table shows (default: the first of ``aggregations``); choosing it after looking at the
-    results would be selecting on the test set.
-    """
-    score_sets = dict(score_sets or {})
-    aggregations = list(aggregations)
-    for how in aggregations:
-        if how not in AGGREGATIONS:
-            raise UserError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
-    if score_sets and not aggregations:
-        raise UserError("give at least one aggregation to rank candidates by their step scores")
-    primary = primary_aggregation or (aggregations[0] if aggregations else "min")
-    if score_sets and primary not in aggregations:
-        raise UserError(f"primary aggregation {primary!r} is not among {aggregations}")
-    for b in baselines:
-        if b not in score_sets:
-            raise UserError(f"baseline {b!r} is not a score set (have: {', '.join(score_sets) or 'none'})")
-    reserved = {POLICY, RANDOM, MAJORITY, ORACLE}
-    for name in score_sets:
-        if name in reserved or "/" in name:
-            raise UserError(f"score set name {name!r} is reserved or contains '/'; rename it")
+    by_id: dict[str, Problem]
+    pids: list[str]
+    pools: dict[str, list[Solution]]
+    correct: dict[str, np.ndarray]
+    notes: list[str]
 
+    def solutions(self) -> list[Solution]:
+        return [s for pid in self.pids for s in self.pools[pid]]
+
+
+def _build_pools(problems: Sequence[Problem], solutions: Sequence[Solution], label: str) -> _Pools:
     by_id = {p.id: p for p in problems}
     pools: dict[str, list[Solution]] = {}
     unknown = 0
@@ -237,12 +299,16 @@ def evaluate(
     missing_problems = len(problems) - len(pids)
     if missing_problems:
         notes.append(f"{missing_problems} problems have no candidates and are not counted")
+    return _Pools(by_id, pids, pools, correct, notes)
 
-    # Aggregated scores: method name -> problem id -> array over candidates (NaN = unscored).
-    agg = aggregate
-    score_values: dict[str, dict[str, np.ndarray]] = {}
+
+def _aggregate_scores(
+    data: _Pools, score_sets: Mapping[str, Sequence[StepScores]], aggregations: Sequence[str]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, int]]]:
+    """``"set/aggregation"`` -> problem id -> aggregate per candidate (NaN = unscored), and coverage."""
+    values: dict[str, dict[str, np.ndarray]] = {}
     coverage: dict[str, dict[str, int]] = {}
-    sol_ids = {s.id for pid in pids for s in pools[pid]}
+    sol_ids = {s.id for s in data.solutions()}
     for name, records in score_sets.items():
         table = {r.solution_id: r.scores for r in records}
         scored = sum(1 for sid in sol_ids if sid in table)
@@ -254,164 +320,245 @@ def evaluate(
         if scored == 0:
             raise UserError(f"score set {name!r} scores none of the candidates (solution ids do not match)")
         if coverage[name]["missing"]:
-            notes.append(
-                f"score set {name!r} lacks {coverage[name]['missing']} candidates; they rank last"
-            )
+            data.notes.append(f"score set {name!r} lacks {coverage[name]['missing']} candidates; they rank last")
         for how in aggregations:
-            key = f"{name}/{how}"
-            score_values[key] = {
+            values[f"{name}/{how}"] = {
                 pid: np.array(
-                    [agg(table[s.id], how) if s.id in table else float("nan") for s in pools[pid]],
+                    [aggregate(table[s.id], how) if s.id in table else float("nan") for s in data.pools[pid]],
                     dtype=float,
                 )
-                for pid in pids
+                for pid in data.pids
             }
+    return values, coverage
 
-    if majority and behaviours is None:
+
+def _make_methods(score_sets: Iterable[str], options: EvalOptions) -> list[MethodResult]:
+    """Every method, in the paper's row order; each score set's aggregations and weighted votes."""
+    primary = options.primary_aggregation
+    main_vote = options.weighted_vote[0] if options.weighted_vote else None
+    methods = [MethodResult(POLICY, "Policy", "baseline"), MethodResult(RANDOM, "Random", "baseline")]
+    if options.majority:
+        methods.append(MethodResult(MAJORITY, "Majority vote", "baseline"))
+    for name in score_sets:
+        # Only the primary aggregation (and primary vote) of a baseline set is a baseline.
+        is_baseline = name in options.baselines
+        for how in options.aggregations:
+            text = row_label(name) if how == primary else f"{row_label(name)} ({how})"
+            kind = "baseline" if is_baseline and how == primary else "score"
+            methods.append(MethodResult(f"{name}/{how}", text, kind, score_set=name, aggregation=how))
+            for vote in options.weighted_vote:
+                detail = vote if how == primary else f"{vote}, {how}"
+                kind = "baseline" if is_baseline and how == primary and vote == main_vote else "score"
+                methods.append(
+                    MethodResult(
+                        f"{name}/{how}/vote-{vote}",
+                        f"{row_label(name)} weighted vote ({detail})",
+                        kind,
+                        score_set=name,
+                        aggregation=how,
+                        vote=vote,
+                    )
+                )
+    methods.append(MethodResult(ORACLE, "Oracle (pass@N)", "oracle"))
+    return methods
+
+
+@dataclass
+class _Selector:
+    """What each method picks among a subset of a problem's candidates, with seeded tie-breaks."""
+
+    data: _Pools
+    values: dict[str, dict[str, np.ndarray]]
+    behaviours: dict[str, list[Hashable | None]]
+    seed: int
+
+    def choose(self, m: MethodResult, pid: str, idx: np.ndarray, rng_keys: tuple[str, ...]) -> int:
+        """Position (within ``idx``) of the candidate a selecting method picks."""
+        rng = lazy_tie_rng(self.seed, m.name, pid, *rng_keys)
+        if m.name == MAJORITY:
+            return majority_vote([self.behaviours[pid][i] for i in idx], rng)
+        if m.vote is not None:
+            key = f"{m.score_set}/{m.aggregation}"
+            beh = [self.behaviours[pid][i] for i in idx]
+            return weighted_vote(beh, self.values[key][pid][idx], str(m.aggregation), m.vote, rng)
+        return select_by_score(self.values[m.name][pid][idx], rng)
+
+    def pick(self, m: MethodResult, pid: str, idx: np.ndarray, rng_keys: tuple[str, ...]) -> float:
+        """Correctness (or its expectation) of ``m``'s choice among candidates ``idx``."""
+        c = self.data.correct[pid][idx]
+        if m.name in (POLICY, RANDOM):
+            return float(c.mean())
+        if m.name == ORACLE:
+            return float(c.any())
+        return float(c[self.choose(m, pid, idx, rng_keys)])
+
+
+def _groups(data: _Pools) -> tuple[list[str], dict[str, list[str]]]:
+    """Difficulty groups present (in easy/medium/hard order, then others, then overall) and their problems."""
+    present = {_group_of(data.by_id[pid]) for pid in data.pids}
+    groups = [g for g in DIFFICULTY_ORDER if g in present]
+    groups += sorted(present - set(groups)) + [OVERALL]
+    members = {
+        g: [pid for pid in data.pids if g == OVERALL or _group_of(data.by_id[pid]) == g] for g in groups
+    }
+    return groups, members
+
+
+def _fill_table(
+    methods: list[MethodResult],
+    selector: _Selector,
+    members: dict[str, list[str]],
+    options: EvalOptions,
+    progress: Any,
+) -> MethodResult:
+    """Each method's pick per problem, its interval per group and its paired differences; returns
+    the best baseline."""
+    data = selector.data
+    task = progress.add_task("selecting", total=len(methods) * len(data.pids), info="")
+    for m in methods:
+        for pid in data.pids:
+            full = np.arange(len(data.pools[pid]))
+            m.per_problem[pid] = selector.pick(m, pid, full, ())
+            if m.name == MAJORITY or m.score_set is not None:
+                m.chosen[pid] = data.pools[pid][selector.choose(m, pid, full, ())].id
+            progress.advance(task)
+
+    def values(m: MethodResult, g: str) -> list[float]:
+        return [m.per_problem[pid] for pid in members[g]]
+
+    resamples, seed = options.resamples, options.seed
+    for m in methods:
+        for g in members:
+            m.cells[g] = bootstrap_ci(values(m, g), resamples=resamples, seed=seed)
+    baseline_methods = [m for m in methods if m.kind == "baseline"]
+    best = max(baseline_methods, key=lambda m: (m.cells[OVERALL].value, -baseline_methods.index(m)))
+    policy = methods[0]
+    for m in methods:
+        for g in members:
+            m.vs_policy[g] = paired_bootstrap(
+                values(m, g), values(policy, g), names=(m.name, POLICY), resamples=resamples, seed=seed
+            )
+            m.vs_best_baseline[g] = paired_bootstrap(
+                values(m, g), values(best, g), names=(m.name, best.name), resamples=resamples, seed=seed
+            )
+    return best
+
+
+def _subsets(size: int, n: int, pid: str, options: EvalOptions) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+    """The subsets of N candidates a problem's curve point averages over, with their tie-break keys."""
+    if size <= n:
+        # A whole pool keeps the table's tie-break keys, so the curve ends at the table's value.
+        return [(np.arange(size), ())]
+    if math.comb(size, n) <= options.subsamples:
+        # Few enough subsets to average over all of them: exact, no sampling noise.
+        return [(np.array(c), (str(n), str(r))) for r, c in enumerate(itertools.combinations(range(size), n))]
+    rng = tie_rng(options.seed, "subsample", pid, str(n))
+    return [(np.sort(rng.choice(size, n, replace=False)), (str(n), str(r))) for r in range(options.subsamples)]
+
+
+def _scaling_curve(
+    methods: list[MethodResult], selector: _Selector, options: EvalOptions, progress: Any
+) -> dict[str, list[dict[str, float]]]:
+    """pass@1 of each method against N: the same selection on seeded subsets of N candidates."""
+    data = selector.data
+    sizes = _scaling_sizes(max(len(data.pools[pid]) for pid in data.pids))
+    scaling: dict[str, list[dict[str, float]]] = {m.name: [] for m in methods}
+    task = progress.add_task("scaling curve", total=len(sizes) * len(methods), info="")
+    for n in sizes:
+        subsets = {pid: _subsets(len(data.pools[pid]), n, pid, options) for pid in data.pids}
+        for m in methods:
+            per: list[float] = []
+            for pid in data.pids:
+                size = len(data.pools[pid])
+                if m.name == ORACLE:
+                    per.append(pass_at_k(size, int(data.correct[pid].sum()), min(n, size)))
+                elif m.name in (POLICY, RANDOM):
+                    per.append(float(data.correct[pid].mean()))
+                else:
+                    per.append(float(np.mean([selector.pick(m, pid, idx, keys) for idx, keys in subsets[pid]])))
+            ci = bootstrap_ci(per, resamples=options.resamples, seed=options.seed)
+            scaling[m.name].append({"n": n, "value": ci.value, "low": ci.low, "high": ci.high})
+            progress.advance(task)
+    return scaling
+
+
+def _counts(data: _Pools, members: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    out = {}
+    for g, pids in members.items():
+        sizes = [len(data.pools[pid]) for pid in pids]
+        out[g] = {
+            "problems": len(pids),
+            "candidates": int(sum(sizes)),
+            "min_n": int(min(sizes)),
+            "max_n": int(max(sizes)),
+            "correct": int(sum(int(data.correct[pid].sum()) for pid in pids)),
+        }
+    return out
+
+
+def _policy_pass_at_k(data: _Pools, members: dict[str, list[str]]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for g, pids in members.items():
+        nc = [(len(data.pools[pid]), int(data.correct[pid].sum())) for pid in pids]
+        out[g] = {f"pass@{k}": mean_pass_at_k(nc, k) for k in PASS_AT_K}
+    return out
+
+
+def evaluate(
+    problems: Sequence[Problem],
+    solutions: Sequence[Solution],
+    score_sets: Mapping[str, Sequence[StepScores]] | None = None,
+    options: EvalOptions | None = None,
+    *,
+    behaviours: Mapping[str, Hashable | None] | None = None,
+    behaviour_fn: BehaviourFn | None = None,
+) -> EvalReport:
+    """Evaluate every selection method on the candidate pools; see the module docstring.
+
+    ``behaviours`` maps solution id -> a hashable summary of its outputs (``None`` when it did
+    not run); when missing and ``options.majority`` is set, ``behaviour_fn`` (default: run a few
+    tests of each candidate through the execution stage) computes it.
+    """
+    score_sets = dict(score_sets or {})
+    options = (options or EvalOptions()).checked(score_sets)
+    data = _build_pools(problems, solutions, options.label)
+    values, coverage = _aggregate_scores(data, score_sets, options.aggregations)
+    if options.majority and behaviours is None:
         if behaviour_fn is None:
             from dreamprm_code.scaling.behaviour import compute_behaviours
 
             behaviour_fn = compute_behaviours
-        behaviours = behaviour_fn([by_id[pid] for pid in pids], [s for pid in pids for s in pools[pid]])
-    beh = {pid: [None if behaviours is None else behaviours.get(s.id) for s in pools[pid]] for pid in pids}
-
-    groups_present = {_group_of(by_id[pid]) for pid in pids}
-    groups = [g for g in DIFFICULTY_ORDER if g in groups_present]
-    groups += sorted(groups_present - set(groups)) + [OVERALL]
-    members = {g: [pid for pid in pids if g == OVERALL or _group_of(by_id[pid]) == g] for g in groups}
-
-    # Methods in the paper's row order.
-    methods: list[MethodResult] = [
-        MethodResult(POLICY, "Policy", "baseline"),
-        MethodResult(RANDOM, "Random", "baseline"),
-    ]
-    if majority:
-        methods.append(MethodResult(MAJORITY, "Majority vote", "baseline"))
-    for name in score_sets:
-        for how in aggregations:
-            label_text = row_label(name) if how == primary else f"{row_label(name)} ({how})"
-            kind = "baseline" if name in baselines else "score"
-            m = MethodResult(f"{name}/{how}", label_text, kind, score_set=name, aggregation=how)
-            if kind == "baseline" and how != primary:
-                m.kind = "score"  # only the primary aggregation of a baseline set is a baseline
-            methods.append(m)
-    methods.append(MethodResult(ORACLE, "Oracle (pass@N)", "oracle"))
-
-    def choose(method: str, pid: str, idx: np.ndarray, rng_keys: tuple[str, ...]) -> int:
-        """Position (within ``idx``) of the candidate a selecting method picks."""
-        rng = tie_rng(seed, method, pid, *rng_keys)
-        if method == MAJORITY:
-            return majority_vote([beh[pid][i] for i in idx], rng)
-        return select_by_score(score_values[method][pid][idx], rng)
-
-    def pick(method: str, pid: str, idx: np.ndarray, rng_keys: tuple[str, ...]) -> float:
-        """Correctness (or its expectation) of ``method``'s choice among candidates ``idx``."""
-        c = correct[pid][idx]
-        if method in (POLICY, RANDOM):
-            return float(c.mean())
-        if method == ORACLE:
-            return float(c.any())
-        return float(c[choose(method, pid, idx, rng_keys)])
-
-    with make_progress(disable=not show_progress) as progress:
-        task = progress.add_task("selecting", total=len(methods) * len(pids), info="")
-        for m in methods:
-            for pid in pids:
-                full = np.arange(len(pools[pid]))
-                m.per_problem[pid] = pick(m.name, pid, full, ())
-                if m.name == MAJORITY or m.score_set is not None:
-                    m.chosen[pid] = pools[pid][choose(m.name, pid, full, ())].id
-                progress.advance(task)
-
-        def values(m: MethodResult, g: str) -> list[float]:
-            return [m.per_problem[pid] for pid in members[g]]
-
-        for m in methods:
-            for g in groups:
-                m.cells[g] = bootstrap_ci(values(m, g), resamples=resamples, seed=seed)
-        baseline_methods = [m for m in methods if m.kind == "baseline"]
-        best = max(baseline_methods, key=lambda m: (m.cells[OVERALL].value, -baseline_methods.index(m)))
-        policy = methods[0]
-        for m in methods:
-            for g in groups:
-                m.vs_policy[g] = paired_bootstrap(
-                    values(m, g), values(policy, g), names=(m.name, POLICY), resamples=resamples, seed=seed
-                )
-                m.vs_best_baseline[g] = paired_bootstrap(
-                    values(m, g), values(best, g), names=(m.name, best.name), resamples=resamples, seed=seed
-                )
-
-        # Scaling curve: the same selection on seeded subsets of N candidates.
-        max_n = max(len(pools[pid]) for pid in pids)
-        sizes = _scaling_sizes(max_n)
-        scaling: dict[str, list[dict[str, float]]] = {m.name: [] for m in methods}
-        task = progress.add_task("scaling curve", total=len(sizes) * len(methods), info="")
-        for n in sizes:
-            # A whole pool keeps the table's tie-break keys, so the curve ends at the table's value.
-            subsets: dict[str, list[tuple[np.ndarray, tuple[str, ...]]]] = {}
-            for pid in pids:
-                size = len(pools[pid])
-                if size <= n:
-                    subsets[pid] = [(np.arange(size), ())]
-                elif math.comb(size, n) <= subsamples:
-                    # Few enough subsets to average over all of them: exact, no sampling noise.
-                    subsets[pid] = [
-                        (np.array(c), (str(n), str(r))) for r, c in enumerate(itertools.combinations(range(size), n))
-                    ]
-                else:
-                    rng = tie_rng(seed, "subsample", pid, str(n))
-                    subsets[pid] = [
-                        (np.sort(rng.choice(size, n, replace=False)), (str(n), str(r))) for r in range(subsamples)
-                    ]
-            for m in methods:
-                per: list[float] = []
-                for pid in pids:
-                    size = len(pools[pid])
-                    if m.name == ORACLE:
-                        per.append(pass_at_k(size, int(correct[pid].sum()), min(n, size)))
-                    elif m.name in (POLICY, RANDOM):
-                        per.append(float(correct[pid].mean()))
-                    else:
-                        per.append(float(np.mean([pick(m.name, pid, idx, keys) for idx, keys in subsets[pid]])))
-                ci = bootstrap_ci(per, resamples=resamples, seed=seed)
-                scaling[m.name].append({"n": n, "value": ci.value, "low": ci.low, "high": ci.high})
-                progress.advance(task)
-
-    counts = {
-        g: {
-            "problems": len(members[g]),
-            "candidates": int(sum(len(pools[pid]) for pid in members[g])),
-            "min_n": int(min(len(pools[pid]) for pid in members[g])),
-            "max_n": int(max(len(pools[pid]) for pid in members[g])),
-            "correct": int(sum(int(correct[pid].sum()) for pid in members[g])),
-        }
-        for g in groups
-    }
-    pak: dict[str, dict[str, float | None]] = {}
-    for g in groups:
-        nc = [(len(pools[pid]), int(correct[pid].sum())) for pid in members[g]]
-        pak[g] = {f"pass@{k}": mean_pass_at_k(nc, k) for k in PASS_AT_K}
-    if len({len(pools[pid]) for pid in pids}) > 1:
-        notes.append("pools differ in size; the scaling curve uses a whole pool when it is smaller than N")
+        behaviours = behaviour_fn([data.by_id[pid] for pid in data.pids], data.solutions())
+    beh = {pid: [None if behaviours is None else behaviours.get(s.id) for s in data.pools[pid]] for pid in data.pids}
+    groups, members = _groups(data)
+    methods = _make_methods(score_sets, options)
+    selector = _Selector(data, values, beh, options.seed)
+    with make_progress(disable=not options.show_progress) as progress:
+        best = _fill_table(methods, selector, members, options, progress)
+        scaling = _scaling_curve(methods, selector, options, progress)
+    if len({len(data.pools[pid]) for pid in data.pids}) > 1:
+        data.notes.append("pools differ in size; the scaling curve uses a whole pool when it is smaller than N")
     return EvalReport(
         groups=groups,
-        counts=counts,
+        counts=_counts(data, members),
         methods=methods,
         best_baseline=best.name,
-        primary_aggregation=primary,
-        pass_at_k=pak,
+        primary_aggregation=str(options.primary_aggregation),
+        pass_at_k=_policy_pass_at_k(data, members),
         scaling=scaling,
         coverage=coverage,
         settings={
-            "seed": seed,
-            "resamples": resamples,
-            "subsamples": subsamples,
-            "label": label,
-            "aggregations": aggregations,
-            "majority": majority,
-            "baselines": list(baselines),
+            "seed": options.seed,
+            "resamples": options.resamples,
+            "subsamples": options.subsamples,
+            "label": options.label,
+            "aggregations": list(options.aggregations),
+            "majority": options.majority,
+            "weighted_vote": list(options.weighted_vote),
+            "baselines": list(options.baselines),
             "confidence": 0.95,
+            "min_problems_for_verdict": MIN_PROBLEMS_FOR_VERDICT,
             "tie_break": "uniform seeded draw keyed by (seed, method, problem id[, N, subsample])",
         },
-        notes=notes,
+        notes=data.notes,
     )

@@ -8,9 +8,11 @@ difference whose interval contains 0 is reported as "within CI", never as a win.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,6 +59,25 @@ def tie_rng(seed: int, *keys: str) -> np.random.Generator:
     return np.random.default_rng(words)
 
 
+class _LazyRng:
+    """A :func:`tie_rng` built on first use: most picks have no tie, and building a generator
+    costs more than the pick itself. Draws are those of the generator it stands for."""
+
+    def __init__(self, seed: int, keys: tuple[str, ...]) -> None:
+        self._args = (seed, keys)
+        self._rng: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._rng is None:
+            self._rng = tie_rng(self._args[0], *self._args[1])
+        return getattr(self._rng, name)
+
+
+def lazy_tie_rng(seed: int, *keys: str) -> np.random.Generator:
+    """:func:`tie_rng`, built only when a tie asks for a draw (same draws)."""
+    return cast(np.random.Generator, _LazyRng(seed, keys))
+
+
 def argmax_seeded(values: Sequence[float], rng: np.random.Generator) -> int:
     """Index of the largest value; ties (exactly equal values) go to a uniform seeded draw.
 
@@ -65,10 +86,11 @@ def argmax_seeded(values: Sequence[float], rng: np.random.Generator) -> int:
     """
     if len(values) == 0:
         raise ValueError("no candidates to choose from")
-    arr = np.asarray(values, dtype=float)
-    arr = np.where(np.isnan(arr), -np.inf, arr)
-    best = np.flatnonzero(arr == arr.max())
-    return int(best[0]) if len(best) == 1 else int(rng.choice(best))
+    # Plain Python: pools are small, and numpy's per-call overhead dominated the scaling curve.
+    xs = [-math.inf if x != x else x for x in np.asarray(values, dtype=float).tolist()]
+    top = max(xs)
+    best = [i for i, x in enumerate(xs) if x == top]
+    return best[0] if len(best) == 1 else int(rng.choice(best))
 
 
 @dataclass

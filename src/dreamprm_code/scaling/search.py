@@ -85,14 +85,13 @@ def search_problem(problem: Problem, policy: Policy, scorer: Scorer, config: Sea
     """Beam search over functions for one problem; see the module docstring."""
     from dreamprm_code.cof import code_from_continuation, continuation_prompt, next_step_end
 
-    agg = aggregate
 
     def score(codes: Sequence[str]) -> list[float]:
         if not codes:
             return []
         sols = [Solution(problem.id, i, c, steps=split_steps(c)) for i, c in enumerate(codes)]
         per_step = scorer([problem] * len(sols), sols)
-        return [agg(s, config.aggregation) for s in per_step]
+        return [aggregate(s, config.aggregation) for s in per_step]
 
     beams = [Candidate("", steps=0)]
     finished: dict[str, Candidate] = {}
@@ -167,7 +166,6 @@ def best_of_n_at_budget(
     """
     from dreamprm_code.cof import build_prompt, code_from_continuation
 
-    agg = aggregate
     prompt = build_prompt(problem, config.style, config.form, open_fence=True)  # type: ignore[arg-type]
     codes: list[str] = []
     prompt_tokens = completion_tokens = calls = 0
@@ -181,7 +179,7 @@ def best_of_n_at_budget(
             codes.append(code_from_continuation("", c.text))
     sols = [Solution(problem.id, i, c, steps=split_steps(c)) for i, c in enumerate(codes)]
     per_step = scorer([problem] * len(sols), sols) if sols else []
-    pool = [Candidate(c, agg(s, config.aggregation), len(split_steps(c)), "finished") for c, s in zip(codes, per_step, strict=True)]
+    pool = [Candidate(c, aggregate(s, config.aggregation), len(split_steps(c)), "finished") for c, s in zip(codes, per_step, strict=True)]
     if pool:
         best = pool[select_by_score([c.score for c in pool], tie_rng(config.seed, "bon", problem.id))]
         code, best_score = best.code, best.score

@@ -7,7 +7,7 @@ table compares it, on the second half only, with the policy, random choice and m
 (the baselines, measured in the same run on the same problems). Every stage resumes: verdicts,
 behaviours, the checkpoint and the scores are cached under ``--out``.
 
-    python bench/scaling_orm_apps.py --out runs/bench-orm-apps --max-steps 40
+    python experiments/scaling_orm_apps.py --out runs/bench-orm-apps --max-steps 40
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ import zlib
 from pathlib import Path
 
 from dreamprm_code.cof import split_steps
-from dreamprm_code.data import load_problems, load_solutions
+from dreamprm_code.data import data_dir, load_problems, load_solutions
 from dreamprm_code.io import JsonlAppender
 from dreamprm_code.records import StepLabel, StepScores
 from dreamprm_code.report.write import write_report
 from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
-from dreamprm_code.scaling.evaluate import OVERALL, evaluate
+from dreamprm_code.scaling.evaluate import OVERALL, EvalOptions, evaluate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", default="apps-stdin:../shared/data/apps-150/problems.jsonl")
-    ap.add_argument("--solutions", default="../shared/data/pools/apps-mapcoder")
+    ap.add_argument("--problems", default=f"apps-stdin:{data_dir() / 'apps-150' / 'problems.jsonl'}")
+    ap.add_argument("--solutions", default=str(data_dir() / "pools" / "apps-mapcoder"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--max-length", type=int, default=512)
@@ -57,7 +57,7 @@ def main() -> None:
     from dreamprm_code.prm import TrainConfig, load_prm, score_solutions, train_prm
 
     t0 = time.perf_counter()
-    config = TrainConfig(out=str(out / "orm"), outcome_only=True, correction="none", max_steps=args.max_steps,
+    config = TrainConfig(out=str(out / "orm"), outcome_only=True, meta={"mode": "none"}, max_steps=args.max_steps,
                          max_length=args.max_length, batch_size=args.batch_size, epochs=1, seed=args.seed, eval_each_epoch=False)
     ckpt = train_prm(config, labels, problems=problems)
     t_train = time.perf_counter() - t0
@@ -73,7 +73,7 @@ def main() -> None:
     t_score = time.perf_counter() - t0
 
     beh = compute_behaviours(test_probs, test_sols, cache=out / "behaviours.jsonl", workers=args.workers)
-    rep = evaluate(test_probs, test_sols, {"orm": scores}, aggregations=("last", "min", "mean"), behaviours=beh)
+    rep = evaluate(test_probs, test_sols, {"orm": scores}, EvalOptions(aggregations=("last", "min", "mean")), behaviours=beh)
     write_report(rep, out / "report", problems=test_probs, solutions=test_sols, score_sets={"orm": scores})
     policy = rep.method("policy").cells[OVERALL]
     c = rep.counts[OVERALL]

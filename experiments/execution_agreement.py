@@ -1,6 +1,6 @@
 """Agreement of our verdicts with the pools' recorded ``is_solved`` (docs/execution.md).
 
-    python bench/execution_agreement.py [--data ../shared/data] [--workers N] [--out DIR] [--sets humaneval,apps]
+    python experiments/execution_agreement.py [--data DIR] [--workers N] [--out DIR] [--sets humaneval,apps]
 
 Runs ``execute`` on every pool file: HumanEval pools against ``humaneval``, APPS pools against
 ``apps-stdin`` (the candidates are stdin programs), with LiveCodeBench limits (6 s per test,
@@ -21,9 +21,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from dreamprm_code.data import load_problems, load_solutions
+from dreamprm_code.data import data_dir, load_solutions
+from dreamprm_code.data.pools import mapcoder_pools
+from dreamprm_code.execution import Limits
 from dreamprm_code.execution.commands import execute_solutions
-from dreamprm_code.execution.runner import Limits
 from dreamprm_code.io import atomic_write_json
 
 
@@ -39,27 +40,9 @@ def official_check(problem, code: str, timeout: float) -> bool:
     return r.returncode == 0
 
 
-def pool_sets(data: Path, apps_tests: str = "auto") -> dict[str, tuple[list, Path]]:
-    """The pools and the problems they are graded against: HumanEval pools against ``humaneval``,
-    APPS pools against ``apps-stdin`` with the tests the pools' labels were made on (``auto``)."""
-    apps = load_problems(f"apps-stdin:{data / 'apps-150' / 'problems.jsonl'}")
-    if apps_tests != "all":
-        # The loader puts the statement's sample_io first (public) and test_list after. The
-        # pools' labels were made on test_list alone for call-based problems (a sample of
-        # problem 1640 even contradicts its statement) and on both for stdin problems;
-        # "auto" grades the same tests, "hidden" test_list everywhere (docs/execution.md).
-        for p in apps:
-            if apps_tests == "hidden" or p.meta.get("call_based"):
-                p.tests = [t for t in p.tests if not t.public] or p.tests
-    return {
-        "humaneval": (load_problems("humaneval"), data / "pools" / "humaneval-mapcoder"),
-        "apps": (apps, data / "pools" / "apps-mapcoder"),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default="runs/execution-agreement")
     ap.add_argument("--timeout", type=float, default=6.0)
@@ -68,10 +51,10 @@ def main() -> None:
                     "call-based ones: how the pool labels were made), all, or hidden (test_list only)")
     ap.add_argument("--sets", default="humaneval,apps", help="comma-separated: humaneval, apps")
     args = ap.parse_args()
-    data, out = Path(args.data), Path(args.out)
+    out = Path(args.out)
     limits = Limits(timeout=args.timeout)
     report: dict = {"limits": limits.to_dict(), "files": {}}
-    sets = pool_sets(data, args.apps_tests)
+    sets = mapcoder_pools(args.data, args.apps_tests)
     apps = sets["apps"][0]
     chosen = [x.strip() for x in args.sets.split(",") if x.strip()]
     sets = {k: v for k, v in sets.items() if k in chosen}

@@ -1,9 +1,4 @@
-"""The sandbox worker, and the plain-data codec and comparisons the host shares with it.
-
-This file is standard library only: the host starts it as a script inside the sandbox
-(``python -I _runtime.py CONFIG``), where the project is not importable, and the host imports
-the same file for :func:`encode_value` / :func:`decode_value` / :func:`compare_stdout`, so the
-two sides can never disagree on the wire format or the rules.
+"""The worker process: a fork server inside the sandbox that starts, bounds and ends candidates.
 
 Trust boundary: the worker only ever holds candidate code, test *inputs* and call arguments.
 Expected outputs and trusted test code stay in the host, which does every comparison, so a
@@ -20,6 +15,7 @@ namespaces the worker kills the whole tree by hand.
 
 Call sessions (functional and ``assert`` tests) talk to the host directly: the worker hands
 the host its ends of the candidate's two pipes and a pidfd over the Unix socket they share.
+The host also uses :func:`classify` and :class:`Budget` (the same time rule for its calls).
 """
 
 from __future__ import annotations
@@ -32,340 +28,46 @@ import signal
 import struct
 import sys
 import time
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
+from typing import Any
 
-# --------------------------------------------------------------------------------------------
-# Wire format: 4-byte big-endian length + UTF-8 JSON.
-
-HEADER = struct.Struct(">I")
-MAX_FRAME = 1 << 30
-# ``json.dumps(obj, ensure_ascii=False)`` builds an encoder per call; one, made once, writes the
-# same text (and a forked candidate does not touch, so copy, the pages of a new one per frame).
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def frame_bytes(obj: object) -> bytes:
-    """One frame: length header, then the JSON (NaN/Infinity allowed, so float results survive)."""
-    data = _ENCODE(obj).encode("utf-8", "surrogatepass")
-    return HEADER.pack(len(data)) + data
-
-
-def write_frame(fd: int, obj: object) -> None:
-    """Write one frame."""
-    buf = memoryview(frame_bytes(obj))
-    while buf:
-        n = os.write(fd, buf)
-        buf = buf[n:]
-
-
-class FrameError(Exception):
-    """The other side closed the pipe, sent garbage, or missed the deadline."""
-
-
-def frame_size(head: bytes | bytearray, limit: int) -> int:
-    """The body size a frame's header announces; :class:`FrameError` when over ``limit``."""
-    (size,) = HEADER.unpack_from(head)
-    if size > limit:
-        raise FrameError(f"frame of {size} bytes is over the limit of {limit}")
-    return size
-
-
-def decode_body(body: bytes) -> object:
-    """A frame's JSON body; :class:`FrameError` for anything malformed (untrusted input)."""
-    try:
-        return json.loads(body.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FrameError(f"malformed frame: {exc}") from None
-
-
-def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
-    chunks = []
-    while n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                raise TimeoutError
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            raise FrameError("pipe closed")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME) -> object:
-    """Read one frame; ``TimeoutError`` past ``deadline``, :class:`FrameError` on EOF/garbage."""
-    size = frame_size(read_exact(fd, HEADER.size, deadline), limit)
-    return decode_body(read_exact(fd, size, deadline))
-
-
-def read_sole_frame(fd: int, deadline: float | None = None, limit: int = MAX_FRAME, ready: bool = False) -> object:
-    """:func:`read_frame` for a pipe that carries one frame at a time (a call, or its reply):
-    header and body usually come in one read. Bytes past the frame, which only a misbehaving
-    candidate would send, are dropped (and then break that candidate's own next frame).
-    ``ready``: the caller knows ``fd`` is readable (no wait for the first read)."""
-    if deadline is not None and not ready:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError
-    data = os.read(fd, 1 << 16)
-    if not data:
-        raise FrameError("pipe closed")
-    if len(data) < HEADER.size:
-        data += read_exact(fd, HEADER.size - len(data), deadline)
-    size = frame_size(data, limit)
-    body = data[HEADER.size:HEADER.size + size]
-    if len(body) < size:
-        body += read_exact(fd, size - len(body), deadline)
-    return decode_body(body)
-
-
-def write_frame_by(fd: int, obj: object, deadline: float) -> None:
-    """:func:`write_frame` to a non-blocking fd, giving up (``TimeoutError``) at ``deadline``:
-    a candidate that stops reading cannot block the host."""
-    buf = memoryview(frame_bytes(obj))
-    while buf:
-        try:
-            n = os.write(fd, buf)
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError from None
-            select.select([], [fd], [], left)
-            continue
-        buf = buf[n:]
-
-
-def send_frame_fds(sock, obj: object, fds: list[int]) -> None:
-    """One frame with file descriptors attached (SCM_RIGHTS) over a Unix socket."""
-    import array
-    import socket
-
-    frame = frame_bytes(obj)
-    sent = sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    buf = memoryview(frame)[sent:]
-    while buf:
-        buf = buf[os.write(sock.fileno(), buf):]
-
-
-def recv_frame_fds(sock, deadline: float | None = None, limit: int = MAX_FRAME, max_fds: int = 4) -> tuple[object, list[int]]:
-    """Read one frame from a Unix socket, with any file descriptors sent along with it."""
-    import array
-    import socket
-
-    fd = sock.fileno()
-    if deadline is not None:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError
-    head, anc, _, _ = sock.recvmsg(HEADER.size, socket.CMSG_SPACE(max_fds * 4))
-    fds: list[int] = []
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.extend(array.array("i", data[: len(data) - len(data) % 4]))
-    try:
-        if not head:
-            raise FrameError("pipe closed")
-        head += read_exact(fd, HEADER.size - len(head), deadline)
-        size = frame_size(head, limit)
-        return decode_body(read_exact(fd, size, deadline)), fds
-    except BaseException:
-        for x in fds:
-            os.close(x)
-        raise
-
-
-# --------------------------------------------------------------------------------------------
-# Strict plain data. Lists and scalars are themselves; everything else is a one-key object
-# whose key names the type, so tuples, sets and non-string dict keys survive exactly.
-
-MAX_DEPTH = 400
-_SCALARS = (type(None), bool, int, float, str)
-_TAGS = ("tuple", "set", "frozenset", "dict", "bytes", "complex", "bigint")
-
-
-_FLAT = frozenset((type(None), bool, int, float, str))
-_BIG = 10**4000
-
-
-class NotPlainData(TypeError):
-    """A value that is not made of builtin data types (e.g. an object with its own ``__eq__``)."""
-
-
-def encode_value(value: object, depth: int = 0) -> object:
-    """Turn a value into tagged JSON, accepting only exact builtin types.
-
-    Subclasses of builtin types (``defaultdict``, numpy scalars via ``tolist``) are converted to
-    their plain base first: whatever they claim, the result is plain data, so nothing the
-    candidate defines ever runs on the trusted side.
-    """
-    if depth > MAX_DEPTH:
-        raise NotPlainData("value nested too deeply")
-    t = type(value)
-    if t is int:
-        if abs(value) >= _BIG:
-            return {"bigint": hex(value)}
-        return value
-    if t in _SCALARS:
-        return value
-    if t is list:
-        if all(type(v) in _FLAT for v in value) and all(-_BIG < v < _BIG for v in value if type(v) is int):
-            return list(value)  # flat list of scalars: the common case, without recursion
-        return [encode_value(v, depth + 1) for v in value]
-    if t is tuple:
-        return {"tuple": [encode_value(v, depth + 1) for v in value]}
-    if t is dict:
-        return {"dict": [[encode_value(k, depth + 1), encode_value(v, depth + 1)] for k, v in value.items()]}
-    if t is set or t is frozenset:
-        return {t.__name__: [encode_value(v, depth + 1) for v in value]}
-    if t is bytes or t is bytearray:
-        return {"bytes": bytes(value).hex()}
-    if t is complex:
-        return {"complex": [value.real, value.imag]}
-    # Builtin subclasses and array-likes: convert to the plain base type, then encode strictly.
-    for base in (bool, int, float, str):
-        if isinstance(value, base):
-            return encode_value(base(value), depth + 1)
-    if isinstance(value, dict):
-        return encode_value(dict(value.items()), depth + 1)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        for base in (list, tuple, set, frozenset):
-            if isinstance(value, base):
-                return encode_value(base(value), depth + 1)
-    tolist = getattr(type(value), "tolist", None)
-    if callable(tolist):
-        return encode_value(value.tolist(), depth + 1)
-    raise NotPlainData(f"value of type {t.__name__} is not plain data")
-
-
-def decode_value(data: object, depth: int = 0) -> object:
-    """Rebuild a value from tagged JSON; anything malformed is a :class:`NotPlainData`."""
-    if depth > MAX_DEPTH:
-        raise NotPlainData("value nested too deeply")
-    t = type(data)
-    if t in _SCALARS:
-        return data
-    if t is list:
-        return [decode_value(v, depth + 1) for v in data]
-    if t is dict and len(data) == 1:
-        ((tag, body),) = data.items()
-        if tag in ("tuple", "set", "frozenset") and type(body) is list:
-            items = [decode_value(v, depth + 1) for v in body]
-            return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](items)
-        if tag == "dict" and type(body) is list:
-            out = {}
-            for pair in body:
-                if type(pair) is not list or len(pair) != 2:
-                    raise NotPlainData("malformed dict item")
-                out[decode_value(pair[0], depth + 1)] = decode_value(pair[1], depth + 1)
-            return out
-        if tag == "bytes" and type(body) is str:
-            return bytes.fromhex(body)
-        if tag == "complex" and type(body) is list and len(body) == 2:
-            return complex(float(body[0]), float(body[1]))
-        if tag == "bigint" and type(body) is str:
-            return int(body, 16)
-    raise NotPlainData(f"malformed plain data: {str(data)[:80]}")
-
-
-def to_json_value(value: object) -> object:
-    """Plain JSON for display and majority votes: tuples/sets become lists, dict keys strings."""
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((to_json_value(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
-    if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str) else k: to_json_value(v) for k, v in value.items()}
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, complex):
-        return [value.real, value.imag]
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# LiveCodeBench's comparison rules (lcb_runner/evaluation/testing_util.py).
-
-
-def stripped_lines(text: str) -> list[str]:
-    """LCB: strip the whole text, split on newlines, strip every line."""
-    return [line.strip() for line in text.strip().split("\n")]
-
-
-def _decimals(line: str) -> list[Decimal] | None:
-    try:
-        return [Decimal(tok) for tok in line.split()]
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def compare_stdout(actual: str, expected: str) -> bool:
-    """LCB ``grade_stdio``: same number of stripped lines; each line equal as text, or, when
-    both lines parse as whitespace-separated decimals, equal as exact ``Decimal`` lists (so
-    ``1.50`` matches ``1.5`` but ``0.333`` does not match ``0.3333``)."""
-    got = stripped_lines(actual)
-    want = stripped_lines(expected)
-    if len(got) != len(want):
-        return False
-    for a, b in zip(got, want, strict=False):
-        if a == b:
-            continue
-        da = _decimals(a)
-        if da is None:
-            return False
-        db = _decimals(b)
-        if db is None or da != db:
-            return False
-    return True
-
-
-def compare_return(actual: object, expected: object) -> bool:
-    """LCB ``grade_call_based``: a returned tuple counts as a list (top level only), then ``==``.
-
-    Both sides are trusted plain data here, never a candidate's object.
-    """
-    if isinstance(actual, tuple):
-        actual = list(actual)
-    try:
-        return bool(actual == expected)
-    except RecursionError:
-        return False
-
-
-# --------------------------------------------------------------------------------------------
-# The worker (runs inside the sandbox).
-
-LCB_PRELUDE = (
-    "from string import *\nfrom re import *\nfrom datetime import *\nfrom collections import *\n"
-    "from heapq import *\nfrom bisect import *\nfrom copy import *\nfrom math import *\n"
-    "from random import *\nfrom statistics import *\nfrom itertools import *\nfrom functools import *\n"
-    "from operator import *\nfrom io import *\nfrom sys import *\nfrom json import *\n"
-    "from builtins import *\nfrom typing import *\nimport string\nimport re\nimport datetime\n"
-    "import collections\nimport heapq\nimport bisect\nimport copy\nimport math\nimport random\n"
-    "import statistics\nimport itertools\nimport functools\nimport operator\nimport io\nimport sys\n"
-    "import json\nsys.setrecursionlimit(50000)\n"
+from .codec import decode_value, encode_value
+from .harness import (
+    EXIT_COMPILE,
+    EXIT_EXCEPTION,
+    EXIT_MEMORY,
+    EXIT_SETUP,
+    CandidateGlobals,
+    install_exit_builtins,
+    one_call,
+    run_main,
+    serve_calls,
 )
+from .messages import (
+    Ended,
+    Ending,
+    EndRequest,
+    ExitInfo,
+    Hello,
+    OpenRequest,
+    PingRequest,
+    Pong,
+    Reply,
+    RunReply,
+    StdinRequest,
+    WireLimits,
+    WorkerConfig,
+)
+from .wire import FrameError, frame_bytes, read_exact, read_frame, read_sole_frame, write_frame
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
-
-EXIT_EXCEPTION = 1
-EXIT_COMPILE = 3
-EXIT_MEMORY = 4
-EXIT_SETUP = 5
 
 
 def _candidate_child(setup, body) -> None:
@@ -389,7 +91,7 @@ class _Proc:
     def kill(self) -> None:
         raise NotImplementedError
 
-    def finish(self, wait: float = 10.0) -> dict:
+    def finish(self, wait: float = 10.0) -> ExitInfo:
         """Wait (at most ``wait`` s, then kill) for the end; reap; clean up; exit status + usage."""
         raise NotImplementedError
 
@@ -400,7 +102,7 @@ class _ForkedProc(_Proc):
     def __init__(self, worker: _Worker, pid: int, workdir: str, uid: int) -> None:
         self.worker, self.pid, self.workdir, self.uid = worker, pid, workdir, uid
         self.ended_fd = os.pidfd_open(pid)
-        self.done: dict | None = None
+        self.done: ExitInfo | None = None
 
     def kill(self) -> None:
         if self.done is None:  # not reaped yet, so the pid cannot have been reused
@@ -409,7 +111,7 @@ class _ForkedProc(_Proc):
             except ProcessLookupError:
                 pass
 
-    def finish(self, wait: float = 10.0) -> dict:
+    def finish(self, wait: float = 10.0) -> ExitInfo:
         if self.done is not None:
             return self.done
         ready, _, _ = select.select([self.ended_fd], [], [], max(0.0, wait))
@@ -441,13 +143,13 @@ class _ShimProc(_Proc):
 
     def __init__(self, worker: _Worker, pid_a: int, pid_b: int, status_r: int) -> None:
         self.worker, self.pid_a, self.pid, self.ended_fd = worker, pid_a, pid_b, status_r
-        self.done: dict | None = None
+        self.done: ExitInfo | None = None
 
     def kill(self) -> None:
         if self.done is None:
             self.worker._kill_tree(self.pid)
 
-    def finish(self, wait: float = 10.0) -> dict:
+    def finish(self, wait: float = 10.0) -> ExitInfo:
         if self.done is not None:
             return self.done
         ready, _, _ = select.select([self.ended_fd], [], [], max(0.0, wait))
@@ -455,22 +157,6 @@ class _ShimProc(_Proc):
             self.kill()
         self.done = self.worker._finish(self.pid_a, self.ended_fd)
         return self.done
-
-
-def _prelude_template() -> dict:
-    """LCB's import block, executed once: a candidate's namespace starts as a copy of this.
-
-    ``from m import *`` only binds names to objects the worker already holds, so copying the
-    result is the same as executing the block again (~4 ms per run saved). The block's
-    ``sys.setrecursionlimit(50000)`` is applied in each candidate, not here.
-    """
-    import builtins
-
-    ns: dict = {"__name__": None, "__builtins__": builtins}
-    limit = sys.getrecursionlimit()
-    exec(compile(LCB_PRELUDE, "<prelude>", "exec"), ns)
-    sys.setrecursionlimit(limit)
-    return ns
 
 
 class _Worker:
@@ -481,7 +167,7 @@ class _Worker:
     shim forks the candidate into a fresh user + PID namespace (two forks).
     """
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: WorkerConfig) -> None:
         import ctypes
 
         self.config = config
@@ -508,10 +194,12 @@ class _Worker:
         self.session: _Proc | None = None
         self.seq = 0
         self.cand_uid = config.get("cand_uid")
+        # Per slot, the host's descriptors of the cgroup(s) bounding a candidate's whole tree
+        # (``cgroup.procs``; see the host's ``bound.py``): the candidate writes itself in.
+        self.cgroup_fds: list[list[int]] = [[int(fd) for fd in fds] for fds in config.get("cgroup_fds") or []]
         self.fast = self._fast_possible()
         self.pid_ns = self.fast or (config.get("pid_ns", True) is not False and self._probe_namespaces())
-        self.prelude = _prelude_template()
-        self.code_cache: dict[str, object] = {}
+        self.globals = CandidateGlobals()
         self.rlimit_last: tuple[dict | None, list] = (None, [])
         import array
         import socket
@@ -557,24 +245,15 @@ class _Worker:
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)  # from root to non-root: every capability is gone
 
-    def _compiled(self, source: str, name: str) -> object:
-        """Trusted problem code (setup), compiled once per worker."""
-        code = self.code_cache.get(source)
-        if code is None:
-            if len(self.code_cache) > 256:
-                self.code_cache.clear()
-            code = self.code_cache[source] = compile(source, name, "exec")
-        return code
-
     # ---- spawning a candidate ---------------------------------------------------------------
-    def _spawn(self, limits: dict, fds: dict[int, int], body) -> _Proc:
+    def _spawn(self, limits: WireLimits, fds: dict[int, int], body) -> _Proc:
         """Start a candidate running ``body`` with ``fds`` (target fd in the candidate -> our
         fd, closed here once handed over)."""
         if self.fast:
             return self._spawn_fast(limits, fds, body)
         return self._spawn_shim(limits, fds, body)
 
-    def _spawn_fast(self, limits: dict, fds: dict[int, int], body) -> _Proc:
+    def _spawn_fast(self, limits: WireLimits, fds: dict[int, int], body) -> _Proc:
         self.seq += 1
         workdir = f"{self.tmp_root}/c{self.seq}"
         uid = self.cand_uid + self.seq % 2
@@ -590,6 +269,7 @@ class _Worker:
         if pid == 0:
 
             def setup() -> None:
+                self._join_cgroup(self.seq % 2)
                 self._drop_privileges(uid)
                 os.mkdir(workdir, 0o700)
                 self._enter_candidate(rlimits, fds, workdir, new_session=False, env_ready=True)
@@ -599,7 +279,7 @@ class _Worker:
             os.close(fd)
         return _ForkedProc(self, pid, workdir, uid)
 
-    def _spawn_shim(self, limits: dict, fds: dict[int, int], body) -> _Proc:
+    def _spawn_shim(self, limits: WireLimits, fds: dict[int, int], body) -> _Proc:
         """Fork shim A, which forks candidate B (PID 1 of its own namespace when available);
         A reports B's pid, then B's exit status and rusage, on a status pipe."""
         rlimits = self._rlimits(limits)
@@ -611,6 +291,7 @@ class _Worker:
                 import tempfile
 
                 os.close(status_r)
+                self._join_cgroup(0)  # A and B: A waits for B, which ends before A reports
                 self._drop_privileges()
                 # Created and removed by A, which has the candidate's uid: no privileges needed.
                 workdir = tempfile.mkdtemp(prefix="cand-", dir=self.tmp_root)
@@ -646,7 +327,14 @@ class _Worker:
             pid_b = -1
         return _ShimProc(self, pid_a, pid_b, status_r)
 
-    def _rlimits(self, limits: dict) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+    def _join_cgroup(self, slot: int) -> None:
+        """In a fresh fork, before anything else: move into the slot's cgroup(s), so that all
+        it starts is born inside. A failure fails the candidate's set-up (never runs unbound)."""
+        if self.cgroup_fds:
+            for fd in self.cgroup_fds[slot % len(self.cgroup_fds)]:
+                os.write(fd, b"0")
+
+    def _rlimits(self, limits: WireLimits) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
         """The candidate's resource limits, worked out in the worker (whose own limits the
         candidate inherits) when ``limits`` change: per resource, the (soft, hard) pair
         to set and the pair to fall back to if the kernel refuses it. The candidate then only
@@ -731,26 +419,6 @@ class _Worker:
                 resource.setrlimit(which, wanted)
             except (ValueError, OSError):
                 resource.setrlimit(which, fallback)
-
-    def _namespace(self, name: str, limits: dict, setup: str) -> dict:
-        """The candidate's globals: LCB's import block, then the setup code.
-
-        Called in the forked candidate, which owns its copy of the worker's memory: it takes
-        the prebuilt prelude namespace itself instead of copying it, because copying (like any
-        walk over its values) writes ~600 reference counts and so copies the pages holding
-        them (~1 ms per run).
-        """
-        import builtins
-
-        if limits.get("lcb_prelude", True):
-            ns = self.prelude
-            ns["__name__"] = name
-            sys.setrecursionlimit(50000)
-        else:
-            ns = {"__name__": name, "__builtins__": builtins}
-        if setup:
-            exec(self._compiled(setup, "<setup>"), ns)
-        return ns
 
     # ---- ending a candidate -------------------------------------------------------------------
     def _kill_tree(self, pid_b: int) -> None:
@@ -869,11 +537,11 @@ class _Worker:
     def _sweep(self) -> None:
         """Kill and reap every remaining descendant (orphans reparent to us: subreaper)."""
         for _ in range(1000):
-            kids = _children(os.getpid())
+            kids = children(os.getpid())
             if not kids:
                 break
             for kid in kids:
-                for pid in [kid, *_descendants(kid)]:
+                for pid in [kid, *descendants(kid)]:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
@@ -881,9 +549,9 @@ class _Worker:
             _reap()
         _reap()
 
-    def _finish(self, pid_a: int, status_r: int) -> dict:
+    def _finish(self, pid_a: int, status_r: int) -> ExitInfo:
         """Shim path: wait for A's report on B, reap A, sweep the rest."""
-        info: dict = {}
+        info: ExitInfo = {}
         try:
             ready, _, _ = select.select([status_r], [], [], 10)
             if ready:
@@ -901,7 +569,7 @@ class _Worker:
         return info
 
     # ---- operations ---------------------------------------------------------------------------
-    def op_stdin(self, msg: dict) -> dict:
+    def op_stdin(self, msg: StdinRequest) -> RunReply:
         """Run ``code`` as ``__main__`` on one input; capture stdout (capped) and stderr tail."""
         import tempfile
 
@@ -918,11 +586,11 @@ class _Worker:
         err_r, err_w = os.pipe()
 
         def body() -> None:
-            _run_main(self, limits, setup, code)
+            run_main(self.globals, limits, setup, code)
 
         start = time.monotonic()
         proc = self._spawn(limits, {0: in_fd, 1: out_w, 2: err_w}, body)
-        budget = _Budget(proc.pid, float(limits["timeout"]), bool(limits.get("grace", True)))
+        budget = Budget(proc.pid, float(limits["timeout"]), bool(limits.get("grace", True)))
         budget.start = start
         cap = int(limits["output_bytes"])
         out, err = bytearray(), bytearray()
@@ -959,7 +627,7 @@ class _Worker:
         info = proc.finish()
         for fd in (out_r, err_r):
             os.close(fd)
-        result = _classify(status, info)
+        result = classify(status, info)
         result.update(
             time=elapsed,
             cpu=info.get("cpu"),
@@ -969,17 +637,17 @@ class _Worker:
         )
         return result
 
-    def _wait_exit(self, ended_fd: int, budget: _Budget | float) -> str | None:
+    def _wait_exit(self, ended_fd: int, budget: Budget | float) -> str | None:
         """Block until the candidate has ended (``ended_fd`` readable) or the time is up."""
         while True:
-            left = budget.left() if isinstance(budget, _Budget) else max(0.0, budget - time.monotonic())
+            left = budget.left() if isinstance(budget, Budget) else max(0.0, budget - time.monotonic())
             ready, _, _ = select.select([ended_fd], [], [], left)
             if ready:
                 return None
-            if not isinstance(budget, _Budget) or budget.left() <= 0:
+            if not isinstance(budget, Budget) or budget.left() <= 0:
                 return "timeout"
 
-    def op_open(self, msg: dict, sock) -> None:
+    def op_open(self, msg: OpenRequest, sock) -> None:
         """Start a call session. The candidate loads the code once, then serves calls over two
         pipes whose other ends (and a pidfd of the candidate) go straight to the host, which
         talks to the candidate directly and enforces each call's time limit itself."""
@@ -990,7 +658,7 @@ class _Worker:
         reply_r, reply_w = os.pipe()  # candidate -> host
 
         def body() -> None:
-            _serve_calls(self, limits, setup, code, 3, 4)
+            serve_calls(self.globals, limits, setup, code, 3, 4)
 
         proc = self._spawn(limits, {3: call_r, 4: reply_w}, body)
         self.session = proc
@@ -1017,7 +685,7 @@ class _Worker:
         while buf:
             buf = buf[os.write(sock.fileno(), buf):]
 
-    def _end_session(self, kill: bool = True, wait: float = 0.0) -> dict:
+    def _end_session(self, kill: bool = True, wait: float = 0.0) -> ExitInfo:
         proc, self.session = self.session, None
         if proc is None:
             return {}
@@ -1025,7 +693,7 @@ class _Worker:
             proc.kill()
         return proc.finish(wait)
 
-    def op_end(self, msg: dict) -> dict | None:
+    def op_end(self, msg: EndRequest) -> Ended | None:
         """End the call session: wait up to ``wait`` s for the candidate to exit by itself
         (``kill`` false), else kill it; report how it ended (unless ``quiet``)."""
         if msg.get("quiet") and isinstance(self.session, _ForkedProc):
@@ -1035,11 +703,11 @@ class _Worker:
         info = self._end_session(bool(msg.get("kill", True)), float(msg.get("wait") or 0.0))
         return None if msg.get("quiet") else {"status": "ended", "exit": info}
 
-    def op_ping(self, msg: dict) -> dict:
+    def op_ping(self, msg: PingRequest) -> Pong:
         return {"status": "pong", "pid_ns": self.pid_ns, "fast": self.fast, "uid": os.getuid()}
 
 
-def _classify(status: str | None, info: dict) -> dict:
+def classify(status: str | None, info: ExitInfo) -> Ending:
     """Map how B ended to a status: ok, timeout, memory, exception, compile_error, crash."""
     if status in ("timeout", "output_limit"):
         return {"status": status}
@@ -1064,23 +732,29 @@ def _classify(status: str | None, info: dict) -> dict:
     return {"status": "crash", "error": f"exit code {code}"}
 
 
-def _proc_uid(pid: int) -> int:
-    """The real uid of a process (-1 when it is gone)."""
+def proc_field(path: str, key: bytes) -> int:
+    """The first number of the ``key:`` line of a small ``/proc`` file (``status``, ``fdinfo``);
+    -1 when the file or the line is gone."""
     try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return -1
     try:
-        data = os.read(fd, 8192)  # the whole file (~1.5 kB); "Uid:" is its ninth line
-        at = data.find(b"\nUid:")
-        return int(data[at + 5:].split(None, 1)[0]) if at >= 0 else -1
+        data = os.read(fd, 8192)  # the whole file (status ~1.5 kB)
+        at = data.find(b"\n" + key + b":")
+        return int(data[at + len(key) + 2:].split(None, 1)[0]) if at >= 0 else -1
     except (OSError, ValueError, IndexError):
         return -1
     finally:
         os.close(fd)
 
 
-def _children(pid: int) -> list[int]:
+def _proc_uid(pid: int) -> int:
+    """The real uid of a process (-1 when it is gone)."""
+    return proc_field(f"/proc/{pid}/status", b"Uid")
+
+
+def children(pid: int) -> list[int]:
     out: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -1095,10 +769,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo and len(out) < 100000:
-        kids = _children(todo.pop())
+        kids = children(todo.pop())
         out.extend(kids)
         todo.extend(kids)
     return out
@@ -1132,7 +806,7 @@ def _proc_cpu(pid: int, stat_fd: int = -1) -> float:
         return 0.0
 
 
-class _Budget:
+class Budget:
     """The time limit of one test, enforced from outside the candidate.
 
     Strict mode (LiveCodeBench): the wall clock alone. With ``grace`` (the default), a test
@@ -1162,144 +836,7 @@ class _Budget:
         return self.deadline - now
 
 
-def _install_exit_builtins() -> None:
-    import builtins
-
-    class _Quitter:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def __repr__(self) -> str:
-            return f"Use {self.name}() to exit"
-
-        def __call__(self, code: object = None) -> None:
-            raise SystemExit(code)
-
-    if not hasattr(builtins, "exit"):
-        builtins.exit = _Quitter("exit")
-        builtins.quit = _Quitter("quit")
-
-
-def _run_main(worker: _Worker, limits: dict, setup: str, code: str) -> None:
-    """Candidate, stdin mode: run the program as ``__main__``; exit status says how it ended."""
-    import traceback
-
-    try:
-        compiled = compile(code, "<solution>", "exec")
-    except (SyntaxError, ValueError, MemoryError) as exc:
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
-        sys.stderr.flush()
-        os._exit(EXIT_COMPILE)
-    code_exit = 0
-    try:
-        ns = worker._namespace("__main__", limits, setup)
-        exec(compiled, ns)
-    except SystemExit:
-        pass
-    except MemoryError:
-        code_exit = EXIT_MEMORY
-    except BaseException:
-        try:
-            traceback.print_exc(limit=-8)
-        except BaseException:
-            pass
-        code_exit = EXIT_EXCEPTION
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        code_exit = code_exit or EXIT_EXCEPTION
-    os._exit(code_exit)
-
-
-def _serve_calls(worker: _Worker, limits: dict, setup: str, code: str, call_fd: int, reply_fd: int) -> None:
-    """Candidate, call mode: exec the code once, then answer ``{"fn", "args", "kwargs"}`` frames
-    from the host until it closes the pipe."""
-    import traceback
-
-    try:
-        compiled = compile(code, "<solution>", "exec")
-    except (SyntaxError, ValueError, MemoryError) as exc:
-        write_frame(reply_fd, {"status": "compile_error", "error": f"{type(exc).__name__}: {exc}"})
-        os._exit(0)
-    # The functions the code itself defines, found among the global names its module code
-    # stores (``co_names``), so the prelude's ~600 entries are never walked (see _namespace).
-    names_used = sorted(set(compiled.co_names))
-    try:
-        ns = worker._namespace("candidate", limits, setup)
-        before = {k: ns.get(k) for k in names_used}
-        exec(compiled, ns)
-        instance = ns["Solution"]() if "class Solution" in code and isinstance(ns.get("Solution"), type) else None
-    except SystemExit:
-        write_frame(reply_fd, {"status": "exception", "type": "SystemExit", "error": "exited while loading"})
-        os._exit(0)
-    except MemoryError:
-        write_frame(reply_fd, {"status": "memory"})
-        os._exit(0)
-    except BaseException as exc:
-        write_frame(reply_fd, {"status": "compile_error", "error": _exc_text(exc, traceback)})
-        os._exit(0)
-    # Trusted test code may call them by name.
-    names = [
-        k for k in names_used
-        if type(ns.get(k)).__name__ == "function" and not k.startswith("__") and before.get(k) is not ns.get(k)
-    ]
-    write_frame(reply_fd, {"status": "ready", "names": names, "solution": instance is not None})
-    while True:
-        try:
-            msg = read_sole_frame(call_fd)
-        except (FrameError, OSError, struct.error):
-            os._exit(0)
-        # ``{"batch": [call, ...]}``: the host knows the next calls in advance (assert tests made
-        # of literal calls); answer each, in order, one frame per call, without waiting.
-        batch = msg.get("batch") if isinstance(msg, dict) else None
-        for call in batch if isinstance(batch, list) else [msg]:
-            reply = _one_call(ns, instance, call, traceback)
-            try:
-                write_frame(reply_fd, reply)
-            except (OSError, ValueError, TypeError):
-                os._exit(EXIT_EXCEPTION)
-
-
-def _one_call(ns: dict, instance: object, msg: object, traceback_module) -> dict:
-    """Candidate, call mode: one ``{"fn", "args", "kwargs"}`` call, and the reply to send."""
-    fn_name = msg.get("fn") if isinstance(msg, dict) else None
-    try:
-        fn = _resolve(ns, instance, fn_name, msg.get("entry"))
-        args = decode_value(msg.get("args") or [])
-        kwargs = decode_value(msg.get("kwargs") or {"dict": []})
-        result = fn(*args, **kwargs)
-        return {"status": "ok", "value": encode_value(result)}
-    except NotPlainData as exc:
-        return {"status": "bad_value", "error": str(exc)}
-    except SystemExit as exc:
-        return {"status": "exception", "type": "SystemExit", "error": f"SystemExit({exc.code!r})"}
-    except MemoryError:
-        return {"status": "memory"}
-    except BaseException as exc:
-        return {"status": "exception", "type": type(exc).__name__, "error": _exc_text(exc, traceback_module)}
-
-
-def _resolve(ns: dict, instance: object, name: str | None, entry: str | None):
-    """The callee: a ``Solution`` method when the code defines that class, else the function."""
-    if name is None:
-        raise NameError("no function name given")
-    if instance is not None and hasattr(instance, name):
-        return getattr(instance, name)
-    if name in ns and callable(ns[name]):
-        return ns[name]
-    raise NameError(f"name '{name}' is not defined by the solution")
-
-
-def _exc_text(exc: BaseException, traceback_module) -> str:
-    try:
-        text = "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__, limit=-6))
-    except BaseException:
-        text = f"{type(exc).__name__}"
-    return text[-4000:]
-
-
-def _warm_up() -> None:
+def warm_up() -> None:
     """Run the candidate-side code paths (frames, the codec) in the worker a few times, so
     every forked candidate inherits them already specialised by the interpreter instead of
     re-specialising (and so copying the pages of) them itself."""
@@ -1309,12 +846,12 @@ def _warm_up() -> None:
     r, w = os.pipe()
     try:
         for _ in range(64):
-            write_frame(w, _one_call(ns, None, call, None))
+            write_frame(w, one_call(ns, None, call, None))
             read_sole_frame(r)
             write_frame(w, {"status": "ok", "value": encode_value(sample)})
             msg = read_sole_frame(r)
             decode_value(msg["value"] if isinstance(msg, dict) else [])
-            _classify(None, {"status": 0})
+            classify(None, {"status": 0})
     finally:
         os.close(r)
         os.close(w)
@@ -1334,7 +871,7 @@ def worker_main(argv: list[str]) -> None:
     import importlib
     import socket
 
-    config = json.loads(argv[1]) if len(argv) > 1 else {}
+    config: WorkerConfig = json.loads(argv[1]) if len(argv) > 1 else {}
     sock = socket.socket(fileno=os.dup(0))
     proto = sock.fileno()
     null = os.open(os.devnull, os.O_RDWR)
@@ -1352,25 +889,27 @@ def worker_main(argv: list[str]) -> None:
         sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
     except (AttributeError, ValueError):
         pass
-    _install_exit_builtins()
+    install_exit_builtins()
     worker = _Worker(config)
-    _warm_up()
+    warm_up()
     gc.collect()
     gc.freeze()  # forked candidates never touch (copy) the worker's objects to collect them
     try:  # hand freed heap pages back: every mapped page costs each fork and each exit
         worker.libc.malloc_trim(0)
     except AttributeError:
         pass
-    write_frame(proto, {"status": "hello", "pid_ns": worker.pid_ns, "fast": worker.fast, "uid": os.getuid(),
-                        "python": sys.version})
-    ops = {"stdin": worker.op_stdin, "end": worker.op_end, "ping": worker.op_ping}
+    hello: Hello = {"status": "hello", "pid_ns": worker.pid_ns, "fast": worker.fast, "uid": os.getuid(),
+                    "python": sys.version}
+    write_frame(proto, hello)
+    ops: dict[str, Callable[[Any], Reply | None]] = {"stdin": worker.op_stdin, "end": worker.op_end, "ping": worker.op_ping}
     while True:
         try:
             msg = read_frame(proto)
         except (FrameError, OSError, struct.error):
             worker._end_session()
             return
-        name = msg.get("op") if isinstance(msg, dict) else None
+        name = msg.get("op") if isinstance(msg, dict) else None  # untrusted until it names an op
+        reply: Reply | None
         try:
             if name == "open":
                 worker.op_open(msg, sock)
@@ -1381,7 +920,3 @@ def worker_main(argv: list[str]) -> None:
             reply = {"status": "error", "error": f"worker error: {type(exc).__name__}: {exc}"}
         if reply is not None:
             write_frame(proto, reply)
-
-
-if __name__ == "__main__":
-    worker_main(sys.argv)

@@ -1,6 +1,6 @@
 """Are the rebuilt APPS call arguments right? Functional grading vs stdin grading of real code.
 
-    python bench/data_apps_functional.py [--data ../shared/data] [--workers 2] [--cache DIR]
+    python experiments/data_apps_functional.py [--data DIR] [--workers 2] [--cache DIR]
 
 The APPS call-based inputs lost the quotes of their string arguments; ``load_problems("apps")``
 rebuilds them (``data/apps.py``). The MapCoder pools hold stdin programs for these problems;
@@ -18,8 +18,8 @@ import ast
 from collections import Counter
 from pathlib import Path
 
-from dreamprm_code.data import load_problems, load_solutions
-from dreamprm_code.execution.runner import Executor, Limits
+from dreamprm_code.data import data_dir, data_path, load_problems, load_solutions
+from dreamprm_code.execution import Executor, Limits
 
 
 def definitions_only(code: str) -> str | None:
@@ -39,15 +39,14 @@ def definitions_only(code: str) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    ap.add_argument("--data", type=Path, default=data_dir(), help="the data folder (default: $DREAMPRM_DATA)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default=None, help="execution cache folder (a re-run is then free)")
     args = ap.parse_args()
-    data = Path(args.data)
-    path = data / "apps-150" / "problems.jsonl"
+    path = data_path("apps-150", "problems.jsonl", root=args.data)
     functional = {p.id: p for p in load_problems(f"apps:{path}")}
     stdin = {p.id: p for p in load_problems(f"apps-stdin:{path}")}
-    solutions = load_solutions(data / "pools" / "apps-mapcoder", list(functional.values()))
+    solutions = load_solutions(data_path("pools", "apps-mapcoder", root=args.data), list(functional.values()))
     call_based = [s for s in solutions if functional[s.problem_id].meta["call_based"]]
     pairs = []
     for s in call_based:

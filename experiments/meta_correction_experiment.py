@@ -39,7 +39,7 @@ labels with ``--noise`` flipped (after rounding to 0/1 at 0.5) or, with ``--few 
 non-final label re-drawn from K of its rollouts (hypergeometric: K of the R rollouts without
 replacement), i.e. a few-rollout estimate of the same prefix.
 
-    python -u bench/meta_correction_experiment.py --seeds 1 --json /tmp/corr.json
+    python -u experiments/meta_correction_experiment.py --seeds 1 --json /tmp/corr.json
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from dreamprm_code.data import data_dir
+
+DATA = data_dir()
 MODES = ("none", "weights", "labels")
 
 # --- data -----------------------------------------------------------------------------------
@@ -158,7 +159,9 @@ def noisy_labels(
             out.append(replace(lab, mc_value=v, rollouts=args.few, passed=sum(draws), hard_label=int(v > 0)))
             changed.append(abs(v - lab.mc_value) > 1e-9)
         return out, changed
-    flip = set(rng.sample(range(len(reference)), round(args.noise * len(reference))))
+    # only the non-final labels are MC estimates; a final step's label is its verdict (fixed, clean)
+    open_ = [i for i, lab in enumerate(reference) if lab.step_index < lab.num_steps - 1]
+    flip = set(rng.sample(open_, round(args.noise * len(open_))))
     for i, lab in enumerate(reference):
         y = float(lab.mc_value >= 0.5)
         v = 1.0 - y if i in flip else y
@@ -245,6 +248,14 @@ def run_one(
     out = args.workdir / f"{mode}-s{seed}"
     if out.exists():
         shutil.rmtree(out)  # a leftover directory would make train_prm resume
+    meta = {"mode": mode, **{k: v for k, v in (("refresh", args.refresh), ("meta_lr", args.meta_lr),
+                                                ("scope", args.scope)) if v is not None}}
+    for item in args.meta_set:  # KEY=VALUE, a JSON value (or a bare string)
+        key, _, value = item.partition("=")
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
     config = TrainConfig(
         backbone=args.backbone,
         out=str(out),
@@ -252,15 +263,10 @@ def run_one(
         batch_size=args.batch,
         max_length=args.max_length,
         lr=args.lr,
-        correction=mode,
-        meta_every=args.meta_every,
-        meta_lr=args.meta_lr,
-        inner_lr=args.inner_lr,
-        meta_batch_size=args.meta_batch,
+        meta=meta,
         seed=seed,
         eval_each_epoch=False,
         save_every=10_000,
-        warmup_steps=5,
     )
     t0 = time.perf_counter()
     train_prm(config, train_labels, meta_sols, eval_set=[], problems=problems, progress=False)
@@ -276,6 +282,8 @@ def run_one(
         "corrected": corrected,
         "weights": summary.get("weights"),
         "outer_steps": summary.get("outer_steps", 0),
+        "refreshes": summary.get("refreshes", 0),
+        "movement": summary.get("movement", {}),
         "steps": max((r.get("step", 0) for r in log), default=0),
         "meta_loss": [r["meta_loss"] for r in log if "meta_loss" in r],
         "train_seconds": t_train,
@@ -355,7 +363,14 @@ def label_figures(
         return statistics.mean(abs(vals[i] - ref[i]) for i in idx) if idx else float("nan")
 
     allidx = range(len(ref))
+    final = [lab.step_index == lab.num_steps - 1 for lab in train_labels]
+    flipped = [i for i in idx_c if not final[i]]
+    clean = [i for i in idx_k if not final[i]]
+    side = [float(a >= 0.5) for a in after]
     out = {
+        "recovered": sum(side[i] == ref[i] for i in flipped) / len(flipped) if flipped else float("nan"),
+        "broken": sum(side[i] != ref[i] for i in clean) / len(clean) if clean else float("nan"),
+        "crossed": sum((after[i] >= 0.5) != (before[i] >= 0.5) for i in range(len(ref)) if not final[i]),
         "mae_before": mae(before, allidx),
         "mae_after": mae(after, allidx),
         "mae_noisy_before": mae(before, idx_c),
@@ -399,14 +414,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--backbone", default="embedded:smollm2-135m-instruct")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--max-length", dest="max_length", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--meta-every", dest="meta_every", type=int, default=1)
-    ap.add_argument("--meta-lr", dest="meta_lr", type=float, default=1.0)
-    ap.add_argument("--inner-lr", dest="inner_lr", type=float, default=1e-3)
-    ap.add_argument("--meta-batch", dest="meta_batch", type=int, default=4)
+    ap.add_argument("--refresh", type=int, default=None, help="meta.refresh (default: the library's)")
+    ap.add_argument("--meta-lr", dest="meta_lr", type=float, default=None, help="meta.meta_lr (default: the library's)")
+    ap.add_argument("--scope", default=None, help="meta.scope: head or all (default: the library's)")
+    ap.add_argument("--meta-set", dest="meta_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other CorrectionConfig field, e.g. preconditioner=sgd (repeatable)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/meta-correction-experiment"))
@@ -448,8 +464,9 @@ def main() -> None:
     noise_what = f"{args.few}-rollout re-draws" if args.few else f"{args.noise:.0%} of labels flipped"
     print(
         f"noisy input: {noise_what}; PRM {args.backbone} LoRA r=8, {args.epochs} epoch(s), batch {args.batch}, "
-        f"max_length {args.max_length}, lr {args.lr}; outer step every {args.meta_every}, meta_lr {args.meta_lr}, "
-        f"inner_lr {args.inner_lr}, meta batch {args.meta_batch}; seeds {args.seeds}",
+        f"max_length {args.max_length}, lr {args.lr}; correction: the library's defaults"
+        f"{'' if args.refresh is None else f', refresh {args.refresh}'}{'' if args.meta_lr is None else f', meta_lr {args.meta_lr}'}; "
+        f"seeds {args.seeds}",
         flush=True,
     )
     runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -464,7 +481,9 @@ def main() -> None:
             figs = eval_figures(r["eval"], sorted(r["eval"]))
             runs[mode].append(r)
             print(
-                f"seed {seed} {mode:7s}: {r['steps']} inner / {r['outer_steps']} outer steps, train {r['train_seconds']:.0f} s, "
+                f"seed {seed} {mode:7s}: {r['steps']} inner steps / {r['refreshes']} refreshes, train {r['train_seconds']:.0f} s, "
+                f"flipped recovered {r['labels']['recovered']:.1%}, clean broken {r['labels']['broken']:.1%}, "
+                f"touches min {r['movement'].get('touches_min', 0)}; "
                 f"total {time.perf_counter() - t0:.0f} s; label MAE {r['labels']['mae_before']:.3f} -> "
                 f"{r['labels']['mae_after']:.3f}; step AUC {figs['step_auc']:.3f}, best-of-N {figs['best_of_n']:.3f} "
                 f"(random {figs['random']:.3f}, oracle {figs['oracle']:.3f})  [{time.perf_counter() - t_start:.0f} s]",
@@ -474,9 +493,9 @@ def main() -> None:
                 _dump(args, runs)
 
     print(
-        "\n| mode | label MAE before | after | changed labels: before -> after | unchanged: after | touched | weight changed / unchanged |"
+        "\n| mode | flipped recovered | clean broken | label MAE before | after | changed labels: before -> after | unchanged: after | touched | weight changed / unchanged |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode, rs in runs.items():
         lf = [r["labels"] for r in rs]
 
@@ -485,7 +504,7 @@ def main() -> None:
 
         wtxt = f"{m('weight_noisy'):.3f} / {m('weight_clean'):.3f}" if mode == "weights" else "-"
         print(
-            f"| {mode} | {m('mae_before'):.3f} | {m('mae_after'):.3f} | {m('mae_noisy_before'):.3f} -> {m('mae_noisy_after'):.3f} "
+            f"| {mode} | {m('recovered'):.1%} | {m('broken'):.1%} | {m('mae_before'):.3f} | {m('mae_after'):.3f} | {m('mae_noisy_before'):.3f} -> {m('mae_noisy_after'):.3f} "
             f"| {m('mae_clean_after'):.3f} | {m('touched'):.0%} | {wtxt} |"
         )
     print("\n| mode | held-out step AUC | minus none (paired) | best-of-N | minus none (paired) |")

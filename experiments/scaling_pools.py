@@ -5,14 +5,14 @@ the same run on the same problems; the ratio and the paired bootstrap verdict fo
 Verdicts come from the sandboxed execution stage (cached in OUT/exec-cache.jsonl), majority
 behaviour likewise (OUT/behaviours.jsonl), so a second run only re-does the statistics.
 
-    python bench/scaling_pools.py --problems apps-stdin:../shared/data/apps-150/problems.jsonl \
-        --solutions ../shared/data/pools/apps-mapcoder --out runs/bench-apps [--scores NAME=FILE ...]
+    python experiments/scaling_pools.py --problems apps-stdin:$DREAMPRM_DATA/apps-150/problems.jsonl \
+        --solutions $DREAMPRM_DATA/pools/apps-mapcoder --out runs/bench-apps [--scores NAME=FILE ...]
 
 ``--prm NAME=DIR`` scores every candidate with a trained checkpoint first (resumable, into
 ``OUT/scores-NAME.jsonl``), e.g. the models of a pipeline run trained on other problems;
 ``--max-problems N`` evaluates a seeded sample of N problems (scoring on a CPU is the cost).
 
-    python bench/scaling_pools.py --problems humaneval --solutions ../shared/data/pools/humaneval-mapcoder \
+    python experiments/scaling_pools.py --problems humaneval --solutions $DREAMPRM_DATA/pools/humaneval-mapcoder \
         --out runs/bench-he-prm --max-problems 40 --prm ORM=runs/cpu-study/models/orm \
         --prm PRM=runs/cpu-study/models/prm --prm DreamPRM-Code=runs/cpu-study/models/prm-labels \
         --exclude-problems runs/cpu-study/problems/train.jsonl
@@ -33,7 +33,7 @@ from dreamprm_code.prm.checkpoint import load_prm
 from dreamprm_code.prm.score import score_to_file
 from dreamprm_code.report.write import write_report
 from dreamprm_code.scaling.behaviour import compute_behaviours, fill_verdicts
-from dreamprm_code.scaling.evaluate import OVERALL, evaluate
+from dreamprm_code.scaling.evaluate import OVERALL, EvalOptions, evaluate
 from dreamprm_code.scaling.scores import load_step_scores, parse_score_spec
 
 
@@ -82,7 +82,7 @@ def main() -> None:
         name, path = parse_score_spec(spec)
         sets[name] = load_step_scores(path)
     t0 = time.perf_counter()
-    rep = evaluate(problems, solutions, sets, behaviours=beh, label=args.label, resamples=args.resamples)
+    rep = evaluate(problems, solutions, sets, EvalOptions(label=args.label, resamples=args.resamples), behaviours=beh)
     t_eval = time.perf_counter() - t0
     write_report(rep, args.out, problems=problems, solutions=solutions, score_sets=sets)
 

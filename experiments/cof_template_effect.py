@@ -6,7 +6,7 @@ sandbox, and reports the CoF share (``is_cof``), the mean number of steps and of
 pass@1 and the completion tokens, each `cof` figure next to its `plain` baseline from the same run
 and the ratio.
 
-Usage: python bench/cof_template_effect.py [--problems humaneval] [--limit 8] [--policy embedded]
+Usage: python experiments/cof_template_effect.py [--problems humaneval] [--limit 8] [--policy embedded]
 """
 
 from __future__ import annotations

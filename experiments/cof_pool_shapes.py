@@ -1,6 +1,6 @@
 """How CoF-shaped are real LLM solutions, and what does ast-based splitting cost?
 
-For every candidate in the MapCoder pools (``../shared/data/pools`` or ``--pools DIR``) this
+For every candidate in the MapCoder pools (the data folder's ``pools`` or ``--pools DIR``) this
 splits the code with :func:`dreamprm_code.cof.split_info` and reports, per pool file:
 
 * the share of candidates in each mode (functions = CoF-shaped, blocks = fallback, module =
@@ -12,24 +12,21 @@ splits the code with :func:`dreamprm_code.cof.split_info` and reports, per pool 
 and, over all candidates, the time of ``split_steps`` next to the time of a bare ``ast.parse``
 of the same code (its floor), and of ``next_step_end`` over every CoF step.
 
-Usage: python bench/cof_pool_shapes.py [--pools DIR] [--markdown]
+Usage: python experiments/cof_pool_shapes.py [--pools DIR] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import os
 import re
 import statistics
 import time
 from pathlib import Path
 
 from dreamprm_code.cof import next_step_end, split_info, step_prefixes
-from dreamprm_code.data import load_solutions
+from dreamprm_code.data import data_path, load_solutions
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = Path(os.environ.get("DREAMPRM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pools"
 HEURISTIC_DEF = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]", re.MULTILINE)
 
 
@@ -52,12 +49,13 @@ def _time(fn, reps: int = 3) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pools", type=Path, default=DEFAULT)
+    ap.add_argument("--pools", type=Path, default=None, help="default: pools/ of $DREAMPRM_DATA")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = ap.parse_args()
-    files = sorted(args.pools.glob("*/*.jsonl"))
+    pools = args.pools or data_path("pools")
+    files = sorted(pools.glob("*/*.jsonl"))
     if not files:
-        raise SystemExit(f"no pool files under {args.pools}")
+        raise SystemExit(f"no pool files under {pools}")
 
     rows = []
     all_codes: list[str] = []
