@@ -546,8 +546,11 @@ def test_state_round_trip_resumes_exactly(tokenizer, tmp_path):
 def test_bad_settings_are_user_errors():
     with pytest.raises(UserError, match="meta.mode"):
         make_correction("labelz", [0.5])
-    with pytest.raises(UserError, match="meta.meta_lr"):
+    with pytest.raises(UserError) as exc:
         CorrectionConfig(meta_lr=0)
+    assert exc.value.field == "meta_lr"
+    with pytest.raises(UserError, match="meta.meta_lr"):
+        CorrectionConfig.from_dict({"meta_lr": 0})
     with pytest.raises(UserError, match="meta.bogus"):
         make_correction("labels", [0.5], {"bogus": 1})
     with pytest.raises(UserError, match="mc_value"):

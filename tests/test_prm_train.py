@@ -8,11 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dreamprm_code.data.split import held_out
 from dreamprm_code.errors import UserError
 from dreamprm_code.meta.hypergrad import train_loss as step_loss
 from dreamprm_code.prm.checkpoint import load_prm
 from dreamprm_code.prm.score import score_solutions
-from dreamprm_code.prm.train import TrainConfig, split_by_problem, step_auc, train_prm
+from dreamprm_code.prm.train import TrainConfig, step_auc, train_prm
 from dreamprm_code.records import Problem, Solution, Step, StepLabel
 from tiny_models import save_tiny_backbone
 
@@ -146,8 +147,12 @@ def test_config_validation():
     with pytest.raises(UserError) as exc:
         TrainConfig(loss="hinge")
     assert exc.value.field == "loss"
-    with pytest.raises(UserError, match="unknown setting"):
+    with pytest.raises(UserError, match="unknown option") as exc:
         TrainConfig.from_dict({"lrr": 1})
+    assert exc.value.field == "lrr"
+    with pytest.raises(UserError) as exc:
+        TrainConfig.from_dict({"meta": {"meta_lr": 0}})
+    assert exc.value.field == "meta.meta_lr"
 
 
 def test_step_auc_and_loss():
@@ -161,10 +166,10 @@ def test_step_auc_and_loss():
     assert step_loss(z, t, w, "mse").item() == pytest.approx(((torch.sigmoid(z[1]) - 1) ** 2).item())
 
 
-def test_split_by_problem_is_stable():
+def test_held_out_is_stable():
     ids = [f"p{i}" for i in range(200)]
-    held = split_by_problem(ids, 0.2, seed=1)
-    assert held == split_by_problem(list(reversed(ids)), 0.2, seed=1)
+    held = held_out(ids, 0.2, seed=1)
+    assert held == held_out(list(reversed(ids)), 0.2, seed=1)
     assert 20 < len(held) < 60
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the step rules (DESIGN decision 1): modes, boundaries, offsets, next_step_end."""
+"""Unit tests of the step rules (docs/architecture.md, "Steps come from the syntax tree"): modes, boundaries, offsets, next_step_end."""
 
 from __future__ import annotations
 

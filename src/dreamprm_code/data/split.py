@@ -24,3 +24,8 @@ def hash_fraction(seed: int, problem_id: str) -> float:
 def order_by_hash(problem_ids: Iterable[str], seed: int) -> list[str]:
     """The distinct ids in the seeded hash order (take a prefix for a split of a given size)."""
     return sorted(set(problem_ids), key=lambda pid: problem_hash(seed, pid))
+
+
+def held_out(problem_ids: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """The problems held out when a ``fraction`` of them is set aside (validation): each by its own hash."""
+    return {pid for pid in set(problem_ids) if hash_fraction(seed, pid) < fraction}

@@ -1,4 +1,4 @@
-"""Meta-learned label correction (DESIGN decision 4): labels as learnable logits, one-step unrolled."""
+"""Meta-learned label correction (docs/architecture.md, "Label correction corrects labels"): labels as learnable logits, one-step unrolled."""
 
 import importlib
 from typing import Any
@@ -9,5 +9,6 @@ __all__ = ["MODES", "Correction", "CorrectionConfig", "make_correction"]
 def __getattr__(name: str) -> Any:
     # Imported on first use: the CLI imports every stage's commands and should not pay for torch.
     if name in __all__:
-        return getattr(importlib.import_module("dreamprm_code.meta.correction"), name)
+        module = "config" if name in ("MODES", "CorrectionConfig") else "correction"
+        return getattr(importlib.import_module(f"dreamprm_code.meta.{module}"), name)
     raise AttributeError(f"module 'dreamprm_code.meta' has no attribute {name!r}")

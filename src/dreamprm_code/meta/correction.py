@@ -40,13 +40,13 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.meta.config import MODES, CorrectionConfig
 from dreamprm_code.meta.hypergrad import (
     LogitsFn,
     MetaFn,
@@ -60,89 +60,6 @@ from dreamprm_code.meta.hypergrad import (
     train_loss,
     trainable_parameters,
 )
-
-Mode = Literal["labels", "weights", "none"]
-JvpMethod = Literal["auto", "forward", "fd", "fd1"]
-Scope = Literal["head", "all"]
-Normaliser = Literal["entry", "global"]
-Preconditioner = Literal["adam", "sgd"]
-MODES: tuple[str, ...] = get_args(Mode)
-
-
-def _opt(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field whose help text is its documentation (and the CLI's)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
-
-
-@dataclass
-class CorrectionConfig:
-    """Every setting of the label correction; saved with the checkpoint (``correction.json``).
-
-    The defaults make every learnable label take part in at least ten updates over a default
-    run (two epochs of the trainer): one per epoch from its own batch, and one per refresh from
-    the sweep, at a step size (``meta_lr`` in label units, Adam-normalised) with which ten
-    agreeing updates carry a label across 0.5 (docs/label-correction.md).
-    """
-
-    mode: Mode = _opt("labels", "labels, weights or none: what the meta objective moves", flag="--correction")
-    meta_lr: float = _opt(0.1, "step size of a label (in [0, 1] units) or of a weight's logit per update")
-    refresh: int = _opt(4, "inner steps between refreshes of the meta direction v (one meta batch each)")
-    batch_size: int = _opt(8, "meta-set solutions per refresh")
-    inner_lr: float | None = _opt(None, "look-ahead step size (default: the trainer's learning rate)")
-    preconditioner: Preconditioner = _opt(
-        "adam", "adam: the look-ahead and v use the inner Adam's second moment, as the real inner step; sgd: plain"
-    )
-    scope: Scope = _opt(
-        "head", "hypergradient through the head's parameters (last layer: no extra pass) or all trainable ones "
-        "(one extra forward pass per step and a meta backward through the backbone)")
-    sweep: bool = _opt(True, "at each refresh, move every label seen so far along the head part of its hypergradient")
-    balance: bool = _opt(True, "class-balanced meta loss: passing and failing solutions carry half each")
-    prior: float = _opt(
-        0.0, "each update pulls a label back towards its MC value by prior * r/(r+4) of the gap (r: its rollouts)"
-    )
-    max_weight: float = _opt(2.0, "weights mode: weights live in (0, max_weight), starting at max_weight/2")
-    beta1: float = _opt(0.9, "Adam's first-moment decay of the label updates")
-    beta2: float = _opt(0.999, "Adam's second-moment decay of the label updates")
-    adam_eps: float = _opt(1e-8, "Adam's epsilon of the label updates")
-    normaliser: Normaliser = _opt("global", "Adam second moment: one running mean over all labels, or per entry")
-    jvp: JvpMethod = _opt("auto", "per-label JVP: auto, forward (AD), fd (central difference), fd1 (one-sided)")
-    fd_eps: float = _opt(1e-3, "finite-difference step, relative to the parameters' norm")
-    trajectory_size: int = _opt(64, "labels whose path is recorded for the plots")
-    micro_batch: int | None = _opt(None, "sequences per forward pass of the meta batch (0: all; None: 1 on CPU, 0 on GPU)")
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("mode", self.mode in MODES, f"one of {', '.join(MODES)}"),
-            ("jvp", self.jvp in get_args(JvpMethod), f"one of {', '.join(get_args(JvpMethod))}"),
-            ("normaliser", self.normaliser in get_args(Normaliser), "entry or global"),
-            ("preconditioner", self.preconditioner in get_args(Preconditioner), "adam or sgd"),
-            ("scope", self.scope in get_args(Scope), "head or all"),
-            ("meta_lr", math.isfinite(self.meta_lr) and self.meta_lr > 0, "positive"),
-            ("refresh", int(self.refresh) >= 1, "at least 1"),
-            ("batch_size", int(self.batch_size) >= 1, "at least 1"),
-            ("inner_lr", self.inner_lr is None or self.inner_lr > 0, "positive, or None"),
-            ("prior", self.prior >= 0, "at least 0"),
-            ("max_weight", self.max_weight > 0, "positive"),
-            ("fd_eps", self.fd_eps > 0, "positive"),
-            ("trajectory_size", self.trajectory_size >= 0, "at least 0"),
-            ("micro_batch", self.micro_batch is None or self.micro_batch >= 0, "at least 0, or None (auto)"),
-        ]
-        for name, ok, what in checks:
-            if not ok:
-                raise UserError(f"must be {what}, got {getattr(self, name)!r}", field=f"meta.{name}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CorrectionConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown setting {unknown[0]!r}", field=f"meta.{unknown[0]}")
-        return cls(**data)
 
 
 class CorrectionHook(Protocol):
@@ -753,7 +670,7 @@ def make_correction(
     ``seed``, ``logits_fn``, ``meta_fn``).
     """
     if config is None:
-        config = CorrectionConfig(mode=mode)  # type: ignore[arg-type]
+        config = CorrectionConfig.from_dict({"mode": mode})
     elif isinstance(config, dict):
         config = CorrectionConfig.from_dict({**config, "mode": mode})
     elif config.mode != mode:

@@ -1,4 +1,4 @@
-"""The one-step unrolled hypergradient of DESIGN decision 4, without second-order autograd.
+"""The one-step unrolled hypergradient of the label correction (docs/architecture.md), without second-order autograd.
 
 Inner step (SGD look-ahead on the trainable parameters only)::
 

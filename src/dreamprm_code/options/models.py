@@ -39,6 +39,7 @@ class StageModel(BaseModel):
     def build(self, **changes: Any) -> Any:
         """The stage's dataclass from this model's values (``changes`` set the fields it leaves out)."""
         values = {name: getattr(self, name) for name in self.__dataclass_names__}
+        values = {k: v.build() if isinstance(v, StageModel) else v for k, v in values.items()}
         return build(self.__dataclass__, {**values, **changes})
 
 
@@ -53,7 +54,9 @@ def stage_model(
 ) -> type[StageModel]:
     """A pydantic model of (some of) ``cls``'s fields, with the dataclass's defaults, types and help.
 
-    ``base`` may add fields of the pipeline's own (they are not passed to the dataclass).
+    ``base`` may add fields of the pipeline's own (they are not passed to the dataclass). A nested
+    dataclass field becomes a nested model of all its fields (a YAML mapping), less those that
+    ``exclude`` names by path (``meta.mode``).
     """
     hints = typing.get_type_hints(cls)
     chosen = [f for f in dataclasses.fields(cls)
@@ -65,6 +68,11 @@ def stage_model(
     fields: dict[str, Any] = {}
     for f in chosen:
         description = f.metadata.get("help")
+        if dataclasses.is_dataclass(hints[f.name]):
+            inner = [e.split(".", 1)[1] for e in exclude if e.startswith(f.name + ".")]
+            nested = stage_model(hints[f.name], name=f"{name}_{f.name}", exclude=inner)
+            fields[f.name] = (nested, Field(default_factory=nested, description=description))
+            continue
         if f.default_factory is not dataclasses.MISSING:
             spec = Field(default_factory=f.default_factory, description=description)
         elif f.default is not dataclasses.MISSING:

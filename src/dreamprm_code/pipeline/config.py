@@ -20,6 +20,7 @@ from dreamprm_code.execution.limits import Limits
 from dreamprm_code.labeling.config import LabelConfig
 from dreamprm_code.options.models import StageModel, stage_model, validation_error
 from dreamprm_code.policy.base import SamplingParams
+from dreamprm_code.prm.config import TrainConfig
 from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
 
 PRESETS = ("demo", "cpu-study", "paper")
@@ -78,21 +79,13 @@ LabelStageConfig = stage_model(
 )
 
 
-class TrainStageConfig(_Strict):
-    backbone: str = Field("embedded:smollm2-135m-instruct", description="any transformers causal LM spec")
+class _TrainFields(StageModel):
+    """The pipeline's own training settings; the trainer's come from :class:`TrainConfig`."""
+
     variants: list[Literal["orm", "prm", "prm-weights", "prm-labels"]] = Field(
         default_factory=lambda: ["orm", "prm", "prm-weights", "prm-labels"],
         description="orm: final step only; prm: no correction; prm-weights: sample re-weighting; "
         "prm-labels: DreamPRM-Code label correction",
-    )
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    lora_r: int = Field(8, ge=0, description="0 = full fine-tuning")
-    max_length: int = Field(1024, ge=64)
-    meta: dict[str, Any] = Field(
-        default_factory=dict,
-        description="label-correction settings (`meta.CorrectionConfig` fields: refresh, meta_lr, batch_size, ...)",
     )
     meta_share: float = Field(
         0.25, ge=0, lt=1,
@@ -102,12 +95,19 @@ class TrainStageConfig(_Strict):
     meta_fraction: float = Field(
         0.5, gt=0, le=1, description="share of meta problems the outer step uses; the rest validate every variant"
     )
-    precision: Literal["fp32", "bf16"] = "fp32"
-    seed: int = 0
     num_processes: int = Field(
         1, ge=1, description="training processes (one per GPU): above 1 the pipeline runs `train` under "
         "`accelerate launch --num_processes N` (DDP) and waits for it",
     )
+
+
+#: The trainer's settings a pipeline sets; each variant sets the correction mode and outcome_only.
+TrainStageConfig = stage_model(
+    TrainConfig, name="TrainStageConfig",
+    include=("backbone", "epochs", "batch_size", "lr", "lora_r", "max_length", "meta", "precision", "seed"),
+    exclude=("meta.mode",), base=_TrainFields,
+    doc="The PRM variants to train and how (see TrainConfig; `meta` holds CorrectionConfig's fields).",
+)
 
 
 class EvaluateStageConfig(_Strict):
@@ -141,16 +141,6 @@ class PipelineConfig(_Strict):
     ray: str | None = Field(
         None, description="run generate, label and score on Ray: auto, HOST:PORT, ray://HOST:PORT or local"
     )
-
-    @model_validator(mode="after")
-    def _meta_settings(self) -> PipelineConfig:
-        from dreamprm_code.meta.correction import CorrectionConfig
-
-        try:
-            CorrectionConfig.from_dict({k: v for k, v in self.train.meta.items() if k != "mode"})
-        except UserError as exc:
-            raise ValueError(f"train.{exc.field}: {exc.message}") from None
-        return self
 
     @model_validator(mode="after")
     def _non_empty(self) -> PipelineConfig:

@@ -189,14 +189,6 @@ def train_launch_command(run: RunDir, tc: Any, num_processes: int, *, with_meta:
            "--config", str(out.parent / f"{out.name}.train_config.json")]
     if with_meta:
         cmd += ["--meta", str(run.solutions_meta)]
-    # the options `train` takes, spelled out too: --config fills only the fields it has no option for
-    for key in ("backbone", "lora_r", "lr", "epochs", "max_steps", "batch_size", "max_length", "loss",
-                "precision", "seed"):
-        cmd += [f"--{key.replace('_', '-')}", str(getattr(tc, key))]
-    cmd += ["--correction", tc.meta.mode, "--meta-refresh", str(tc.meta.refresh), "--meta-lr", str(tc.meta.meta_lr),
-            "--meta-batch-size", str(tc.meta.batch_size)]
-    if tc.outcome_only:
-        cmd.append("--outcome-only")
     return cmd
 
 
@@ -337,21 +329,10 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
         fp_train = fingerprint(fp_label, train_settings, variant)
 
         def train(variant: str = variant, correction: str = correction, outcome_only: bool = outcome_only) -> None:
-            from dreamprm_code.prm import TrainConfig, train_prm
+            from dreamprm_code.prm import train_prm
 
-            tc = TrainConfig(
-                backbone=config.train.backbone,
-                out=str(run.model(variant)),
-                epochs=config.train.epochs,
-                batch_size=config.train.batch_size,
-                lr=config.train.lr,
-                lora_r=config.train.lora_r,
-                max_length=config.train.max_length,
-                meta={**config.train.meta, "mode": correction},
-                precision=config.train.precision,
-                seed=config.train.seed,
-                outcome_only=outcome_only,
-            )
+            tc = config.train.build(out=str(run.model(variant)), outcome_only=outcome_only,
+                                    meta={**config.train.meta.model_dump(), "mode": correction})
             if config.train.num_processes > 1:  # the processes train; this one then finds them done
                 launch_training(run, tc, config.train.num_processes, with_meta=correction != "none")
             try:

@@ -21,7 +21,7 @@ _EXPORTS = {
     "AGGREGATES": "score",
     "aggregate": "score",
     "score_solutions": "score",
-    "TrainConfig": "train",
+    "TrainConfig": "config",
     "train_prm": "train",
 }
 

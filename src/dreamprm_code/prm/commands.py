@@ -4,65 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
 
-from dreamprm_code.errors import UserError
 from dreamprm_code.labeling import load_labels as load_step_labels
+from dreamprm_code.options import options_from
+from dreamprm_code.prm.config import TrainConfig
 from dreamprm_code.progress import console
 
 
+@options_from(TrainConfig)
 def train_command(
-    ctx: typer.Context,
+    config: TrainConfig,
     labels: Path = typer.Option(..., "--labels", help="step labels JSONL (from `dreamprm-code label`)"),
     problems: str = typer.Option(..., "--problems", help="problem source for statements: apps[:PATH], leetcode[:PATH], a JSONL, ..."),
-    out: Path = typer.Option(..., "--out", help="checkpoint directory; run again to resume"),
-    backbone: str = typer.Option("embedded:smollm2-135m-instruct", "--backbone", help="embedded:NAME, a model dir or a hub id"),
     meta: Path | None = typer.Option(None, "--meta", help="meta set: solutions JSONL with verdicts, problems apart from --labels"),
     eval_labels: Path | None = typer.Option(None, "--eval-labels", help="held-out labels JSONL (default: hold out --val-fraction of problems)"),
-    correction: str = typer.Option("labels", "--correction", help="labels | weights | none (needs --meta)"),
-    outcome_only: bool = typer.Option(False, "--outcome-only", help="train an ORM: final-step labels only"),
-    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank; 0 = full fine-tuning"),
-    lr: float = typer.Option(2e-4, "--lr"),
-    epochs: int = typer.Option(2, "--epochs"),
-    max_steps: int = typer.Option(0, "--max-steps", help="stop after this many steps (0 = no limit)"),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    max_length: int = typer.Option(1024, "--max-length"),
-    loss: str = typer.Option("bce", "--loss", help="bce | mse"),
-    meta_refresh: int = typer.Option(4, "--meta-refresh", help="inner steps between refreshes of the meta direction"),
-    meta_lr: float = typer.Option(0.1, "--meta-lr", help="step size of a corrected label per update"),
-    meta_batch_size: int = typer.Option(8, "--meta-batch-size", help="meta-set solutions per refresh"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16"),
-    seed: int = typer.Option(0, "--seed"),
-    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="cache step features once, train the head only"),
-    frozen_epochs: int = typer.Option(20, "--frozen-epochs", help="head epochs with --freeze-backbone"),
-    config_file: Path | None = typer.Option(None, "--config", help="JSON of TrainConfig fields (options given here win)"),
 ) -> None:
     """Train a process reward model on Monte-Carlo step labels (with label correction)."""
     from dreamprm_code.data import load_problems, load_solutions
-    from dreamprm_code.prm.train import TrainConfig, train_prm
+    from dreamprm_code.prm.train import train_prm
 
-    given = {
-        "backbone": backbone, "out": str(out), "outcome_only": outcome_only,
-        "lora_r": lora_r, "lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-        "max_length": max_length, "loss": loss, "precision": precision, "seed": seed,
-        "freeze_backbone": freeze_backbone, "frozen_epochs": frozen_epochs,
-    }
-    meta_given = {"mode": ("correction", correction), "refresh": ("meta_refresh", meta_refresh),
-                  "meta_lr": ("meta_lr", meta_lr), "batch_size": ("meta_batch_size", meta_batch_size)}
-    base: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            base = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read config: {exc}", path=config_file) from None
-    explicit = {k: v for k, v in given.items() if k not in base or _is_explicit(ctx, k)}
-    base_meta = dict(base.pop("meta", None) or {})
-    explicit["meta"] = {**base_meta, **{k: v for k, (opt, v) in meta_given.items()
-                                        if k not in base_meta or _is_explicit(ctx, opt)}}
-    config = TrainConfig.from_dict({**base, **explicit})
     probs = load_problems(problems)
     train_labels = load_step_labels(labels)
     meta_set = load_solutions(meta, probs) if meta else None
@@ -73,15 +36,6 @@ def train_command(
     _print_last_validation(path)
     console.print(f"checkpoint: {path}")
 
-
-def _is_explicit(ctx: typer.Context, name: str) -> bool:
-    """Whether an option was typed on the command line (so it overrides --config).
-
-    typer's context is its own click's, so its parameter source is asked by name, not compared
-    with another click's enum (which made every default count as typed).
-    """
-    source = ctx.get_parameter_source(name.replace("-", "_"))
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 def _print_last_validation(path: Path) -> None:
     log = path / "train_log.jsonl"

@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from dreamprm_code.data.split import held_out
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import JsonlAppender, atomic_write_json
 from dreamprm_code.prm.checkpoint import save_prm
@@ -50,7 +51,7 @@ from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
 
 if TYPE_CHECKING:
-    from dreamprm_code.prm.train import TrainConfig
+    from dreamprm_code.prm.config import TrainConfig
 
 FEATURES_DIR = "features"
 FINGERPRINT = "fingerprint.json"
@@ -239,7 +240,7 @@ def train_frozen(
         raise UserError("no training labels", field="labels")
     set_seed(config.seed)
     if eval_set is None:
-        held = tr.split_by_problem([lab.problem_id for lab in labels], config.val_fraction, config.seed)
+        held = held_out([lab.problem_id for lab in labels], config.val_fraction, config.seed)
         eval_set = [lab for lab in labels if lab.problem_id in held]
         labels = [lab for lab in labels if lab.problem_id not in held]
     if {s.problem_id for s in meta_set or []} & {lab.problem_id for lab in labels}:

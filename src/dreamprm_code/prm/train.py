@@ -9,24 +9,23 @@ contract is in docs/usage-prm.md ("Correction hook").
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 
+from dreamprm_code.data.split import held_out
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import JsonlAppender, atomic_write_json
-from dreamprm_code.meta.correction import Correction, CorrectionConfig, CorrectionHook, NoCorrection
+from dreamprm_code.io import JsonlAppender, atomic_write_json, check_resume
+from dreamprm_code.meta.correction import Correction, CorrectionHook, NoCorrection
 from dreamprm_code.meta.hypergrad import train_loss
 from dreamprm_code.prm.checkpoint import load_train_state, save_prm, save_train_state
+from dreamprm_code.prm.config import RESUMABLE_CHANGES, TrainConfig
 from dreamprm_code.prm.data import (
     Example,
     StepBatch,
@@ -37,115 +36,9 @@ from dreamprm_code.prm.data import (
     examples_from_solutions,
 )
 from dreamprm_code.prm.model import ProcessRewardModel, build_prm
-from dreamprm_code.prm.score import AGGREGATES, aggregate, score_examples
+from dreamprm_code.prm.score import aggregate, score_examples
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
-from dreamprm_code.scaling.select import Aggregation
-
-Loss = Literal["bce", "mse"]
-Precision = Literal["fp32", "bf16"]
-#: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
-RESUMABLE_CHANGES = {"out", "epochs", "frozen_epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
-#: Flat names of earlier releases -> their place in ``meta`` (accepted with a deprecation message).
-LEGACY_META_KEYS = {"correction": "mode", "meta_lr": "meta_lr", "inner_lr": "inner_lr", "meta_batch_size": "batch_size"}
-
-
-def _opt(default: Any, help: str, **meta: Any) -> Any:
-    if callable(default):
-        return field(default_factory=default, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a PRM training run; saved in ``prm.json`` and ``train_config.json``."""
-
-    backbone: str = _opt("embedded:smollm2-135m-instruct", "embedded:NAME, a model directory or a hub id")
-    out: str = _opt("prm", "checkpoint directory (also holds the resumable train_state/)")
-    lora_r: int = _opt(8, "LoRA rank; 0 = full fine-tuning")
-    lora_alpha: int = _opt(16, "LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = _opt(0.0, "dropout on the LoRA input")
-    lora_targets: str = _opt("all-linear", "peft target_modules: comma-separated names, or all-linear")
-    head_hidden: int = _opt(0, "0 = linear head; > 0 = MLP head with this many hidden units")
-    lr: float = _opt(2e-4, "AdamW learning rate (adapters and head)")
-    weight_decay: float = _opt(0.0, "AdamW weight decay")
-    warmup_steps: int = _opt(10, "linear warm-up steps, then constant")
-    grad_clip: float = _opt(1.0, "max gradient norm (0 = off)")
-    epochs: int = _opt(2, "passes over the training candidates")
-    max_steps: int = _opt(0, "stop after this many optimizer steps (0 = no limit)")
-    batch_size: int = _opt(4, "candidates (sequences) per batch; every labelled step in them is scored")
-    max_length: int = _opt(1024, "tokens per sequence (see prm/format.py for truncation)")
-    max_statement_tokens: int = _opt(0, "cap on the problem statement's tokens (0 = half of max_length)")
-    loss: Loss = _opt("bce", "bce (soft-label BCE with logits) or mse (on the probability)")
-    outcome_only: bool = _opt(False, "train on final-step labels only: the ORM baseline, same backbone")
-    meta: CorrectionConfig = _opt(CorrectionConfig, "label correction (needs a meta set)", prefix="meta")
-    seed: int = _opt(0, "seeds the head, LoRA init, batch order, the validation split and the correction")
-    precision: Precision = _opt("fp32", "fp32 or bf16 backbone weights (the head stays fp32)")
-    gradient_checkpointing: bool = _opt(False, "trade compute for memory on long sequences")
-    val_fraction: float = _opt(0.1, "share of problems held out for validation when no eval set is given")
-    eval_each_epoch: bool = _opt(True, "validate after every epoch")
-    eval_aggregate: Aggregation = _opt("min", "how best-of-N validation ranks candidates (see score.aggregate)")
-    eval_batch_tokens: int = _opt(16384, "token budget of a validation batch")
-    save_every: int = _opt(50, "save the resumable state every N optimizer steps (and each epoch end)")
-    freeze_backbone: bool = _opt(False, "frozen backbone: one pass per candidate caches step features, the head trains on them")
-    frozen_epochs: int = _opt(20, "head epochs with freeze_backbone (there an epoch is cheap; epochs is not used)")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.meta, dict):
-            self.meta = CorrectionConfig.from_dict(self.meta)
-        checks = [
-            ("loss", self.loss in get_args(Loss), f"one of {', '.join(get_args(Loss))}"),
-            ("precision", self.precision in get_args(Precision), "fp32 or bf16"),
-            ("eval_aggregate", self.eval_aggregate in AGGREGATES, f"one of {', '.join(AGGREGATES)}"),
-            ("lora_r", self.lora_r >= 0, "at least 0"),
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("lr", self.lr > 0, "positive"),
-            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-            ("save_every", self.save_every >= 1, "at least 1"),
-        ]
-        for name, ok, what in checks:
-            if not ok:
-                raise UserError(f"must be {what}, got {getattr(self, name)!r}", field=name)
-
-    @property
-    def correction(self) -> str:
-        """The correction mode (``meta.mode``)."""
-        return self.meta.mode
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """From a dict of fields (``meta`` a nested dict); flat names of earlier releases still work."""
-        data = dict(data)
-        meta = dict(data.pop("meta", None) or {})
-        for old, new in LEGACY_META_KEYS.items():
-            if old in data:
-                warnings.warn(f"TrainConfig: {old!r} is deprecated, use meta.{new}", DeprecationWarning, stacklevel=2)
-                meta.setdefault(new, data.pop(old))
-        for old in ("meta_every", "meta_options"):
-            if old in data:
-                value = data.pop(old)
-                warnings.warn(f"TrainConfig: {old!r} is deprecated (see meta.refresh)", DeprecationWarning, stacklevel=2)
-                if old == "meta_options":
-                    meta = {**value, **meta}
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown setting {unknown[0]!r}", field=unknown[0])
-        return cls(**data, meta=CorrectionConfig.from_dict(meta))
-
-
-def split_by_problem(problem_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
-    """The held-out problems: a stable hash of (seed, id) decides, so reruns agree."""
-    held = set()
-    for pid in sorted(set(problem_ids)):
-        h = int(hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        if h < fraction:
-            held.add(pid)
-    return held
 
 
 def step_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
@@ -306,7 +199,7 @@ def train_prm(
 
     # --- data --------------------------------------------------------------------------------
     if eval_set is None:
-        held = split_by_problem([lab.problem_id for lab in labels], config.val_fraction, config.seed)
+        held = held_out([lab.problem_id for lab in labels], config.val_fraction, config.seed)
         eval_set = [lab for lab in labels if lab.problem_id in held]
         labels = [lab for lab in labels if lab.problem_id not in held]
     meta_problems = {s.problem_id for s in meta_set or []}
@@ -442,9 +335,9 @@ def _resume(out: Path, config: TrainConfig, prm: ProcessRewardModel, optimizer: 
     state = load_train_state(out, prm)
     if state is None:
         return 0, 0, 0
-    changed = [k for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v]
-    if changed:
-        raise UserError(f"train_state/ was written with a different {changed[0]!r}; use a new --out", path=out)
+    now = config.to_dict()
+    check_resume(state["config"], now, where=out, ignore=RESUMABLE_CHANGES, keys=now, what="train_state/",
+                 hint="use a new --out")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     correction.load_state_dict(state["correction"])

@@ -1,0 +1,102 @@
+"""The PRM trainer's settings, apart from its torch code so the CLI and the pipeline read them cheaply.
+
+Each field's default and help is its one definition: ``train``'s options (``options_from``) and
+the pipeline's ``train`` stage (``stage_model``) are generated from it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, get_args
+
+from dreamprm_code.errors import UserError
+from dreamprm_code.meta.config import CorrectionConfig
+from dreamprm_code.options import build, option
+from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
+
+Loss = Literal["bce", "mse"]
+Precision = Literal["fp32", "bf16"]
+#: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
+RESUMABLE_CHANGES = {"out", "epochs", "frozen_epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
+#: Flat names of earlier releases -> their place in ``meta`` (accepted with a deprecation message).
+LEGACY_META_KEYS = {"correction": "mode", "meta_lr": "meta_lr", "inner_lr": "inner_lr", "meta_batch_size": "batch_size"}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a PRM training run; saved in ``prm.json`` and ``train_config.json``."""
+
+    backbone: str = option("embedded:smollm2-135m-instruct", help="embedded:NAME, a model directory or a hub id")
+    out: str = option("prm", help="checkpoint directory (also holds the resumable train_state/)")
+    lora_r: int = option(8, help="LoRA rank; 0 = full fine-tuning")
+    lora_alpha: int = option(16, help="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = option(0.0, help="dropout on the LoRA input")
+    lora_targets: str = option("all-linear", help="peft target_modules: comma-separated names, or all-linear")
+    head_hidden: int = option(0, help="0 = linear head; > 0 = MLP head with this many hidden units")
+    lr: float = option(2e-4, help="AdamW learning rate (adapters and head)")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    warmup_steps: int = option(10, help="linear warm-up steps, then constant")
+    grad_clip: float = option(1.0, help="max gradient norm (0 = off)")
+    epochs: int = option(2, help="passes over the training candidates")
+    max_steps: int = option(0, help="stop after this many optimizer steps (0 = no limit)")
+    batch_size: int = option(4, help="candidates (sequences) per batch; every labelled step in them is scored")
+    max_length: int = option(1024, help="tokens per sequence (see prm/format.py for truncation)")
+    max_statement_tokens: int = option(0, help="cap on the problem statement's tokens (0 = half of max_length)")
+    loss: Loss = option("bce", help="bce (soft-label BCE with logits) or mse (on the probability)")
+    outcome_only: bool = option(False, help="train on final-step labels only: the ORM baseline, same backbone")
+    meta: CorrectionConfig = option(default_factory=CorrectionConfig, help="label correction (needs a meta set)")
+    seed: int = option(0, help="seeds the head, LoRA init, batch order, the validation split and the correction")
+    precision: Precision = option("fp32", help="fp32 or bf16 backbone weights (the head stays fp32)")
+    gradient_checkpointing: bool = option(False, help="trade compute for memory on long sequences")
+    val_fraction: float = option(0.1, help="share of problems held out for validation when no eval set is given")
+    eval_each_epoch: bool = option(True, help="validate after every epoch")
+    eval_aggregate: Aggregation = option("min", help="how best-of-N validation ranks candidates (see score.aggregate)")
+    eval_batch_tokens: int = option(16384, help="token budget of a validation batch")
+    save_every: int = option(50, help="save the resumable state every N optimizer steps (and each epoch end)")
+    freeze_backbone: bool = option(False, help="frozen backbone: one pass per candidate caches step features, the head trains on them")
+    frozen_epochs: int = option(20, help="head epochs with freeze_backbone (there an epoch is cheap; epochs is not used)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.meta, dict):
+            self.meta = CorrectionConfig.from_dict(self.meta)
+        checks = [
+            ("loss", self.loss in get_args(Loss), f"one of {', '.join(get_args(Loss))}"),
+            ("precision", self.precision in get_args(Precision), "fp32 or bf16"),
+            ("eval_aggregate", self.eval_aggregate in AGGREGATIONS, f"one of {', '.join(AGGREGATIONS)}"),
+            ("lora_r", self.lora_r >= 0, "at least 0"),
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("max_length", self.max_length >= 64, "at least 64"),
+            ("lr", self.lr > 0, "positive"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("save_every", self.save_every >= 1, "at least 1"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise UserError(f"must be {what}, got {getattr(self, name)!r}", field=name)
+
+    @property
+    def correction(self) -> str:
+        """The correction mode (``meta.mode``)."""
+        return self.meta.mode
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """From a dict of fields (``meta`` a nested dict); flat names of earlier releases still work."""
+        data = dict(data)
+        meta = dict(data.pop("meta", None) or {})
+        for old, new in LEGACY_META_KEYS.items():
+            if old in data:
+                warnings.warn(f"TrainConfig: {old!r} is deprecated, use meta.{new}", DeprecationWarning, stacklevel=2)
+                meta.setdefault(new, data.pop(old))
+        for old in ("meta_every", "meta_options"):
+            if old in data:
+                value = data.pop(old)
+                warnings.warn(f"TrainConfig: {old!r} is deprecated (see meta.refresh)", DeprecationWarning, stacklevel=2)
+                if old == "meta_options":
+                    meta = {**value, **meta}
+        return build(cls, {**data, "meta": meta})
