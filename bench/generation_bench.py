@@ -131,8 +131,8 @@ def quantize_compare(args: argparse.Namespace) -> None:
     import torch
 
     from dreamprm_code.data import load_problems
+    from dreamprm_code.generate.solutions import generate_solutions
     from dreamprm_code.policy import SamplingParams
-    from dreamprm_code.policy.generate import generate_solutions
     from dreamprm_code.policy.hf import HFPolicy
 
     problems = load_problems("humaneval")[: args.prompts]
@@ -203,9 +203,9 @@ class TimedPolicy:
 def cof_vs_plain(args: argparse.Namespace) -> None:
     from dreamprm_code.data import data_path, load_problems
     from dreamprm_code.execution import Executor, Limits
+    from dreamprm_code.generate.solutions import generate_solutions
     from dreamprm_code.io import atomic_write_json, read_jsonl
     from dreamprm_code.policy import SamplingParams, load_policy
-    from dreamprm_code.policy.generate import generate_solutions
 
     he = load_problems("humaneval")[: args.humaneval]
     lc_path = args.leetcode_path or data_path("leetcode-180", "problems.jsonl")

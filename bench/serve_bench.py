@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from dreamprm_code.scaling.serve import ServerThread, make_app, prm_scorer
+from dreamprm_code.prm.score import prm_scorer
+from dreamprm_code.serve.service import ServerThread, make_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models lives with the tests
 

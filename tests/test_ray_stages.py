@@ -208,8 +208,8 @@ def test_driver_killed_with_sigkill_resumes(cluster, tmp_path):
 
 
 def test_generate_on_policy_actors_writes_the_local_solutions(cluster, tmp_path):
+    from dreamprm_code.generate.solutions import generate_solutions
     from dreamprm_code.policy import SamplingParams
-    from dreamprm_code.policy.generate import generate_solutions
 
     problems = [support.PROBLEM, *[Problem(f"sq/{k}", "t", support.PROBLEM.statement, "test", "easy",
                                            support.PROBLEM.tests, entry_point="solve") for k in (2, 3)]]

@@ -127,7 +127,7 @@ def test_search_runs_with_a_tiny_real_model_and_prm(tmp_path):
     """End to end with real `transformers` models (random weights): the mechanics, not quality."""
     from dreamprm_code.policy.hf import HFPolicy
     from dreamprm_code.prm.model import wrap_backbone
-    from dreamprm_code.scaling.serve import prm_scorer
+    from dreamprm_code.prm.score import prm_scorer
     from tiny_models import tiny_backbone, tiny_tokenizer
 
     tok = tiny_tokenizer()

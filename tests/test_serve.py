@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from dreamprm_code.data import extract_code
-from dreamprm_code.scaling.serve import TOKEN_ENV, ServerThread, make_app, prm_scorer
+from dreamprm_code.prm.score import prm_scorer
+from dreamprm_code.serve.service import TOKEN_ENV, ServerThread, make_app
 
 CODE = '''def main():
     """Read n, print the sum."""
@@ -242,7 +243,7 @@ def test_concurrent_requests_are_batched_together():
 def test_serve_reads_the_token_from_the_environment(monkeypatch, tmp_path):
     """``serve`` refuses a missing checkpoint before starting and takes the token from the env."""
     from dreamprm_code.errors import UserError
-    from dreamprm_code.scaling import serve as serve_mod
+    from dreamprm_code.serve import service as serve_mod
 
     with pytest.raises(UserError, match="not found"):
         serve_mod.serve(tmp_path / "missing")

@@ -24,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-STAGES = ("data", "execution", "cof", "policy", "labeling", "prm", "meta", "scaling", "report", "pipeline")
+STAGES = ("data", "execution", "cof", "generate", "labeling", "prm", "meta", "scaling", "serve", "report", "pipeline")
 
 for _stage in STAGES:
     try:

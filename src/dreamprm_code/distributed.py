@@ -344,7 +344,7 @@ class PolicyActor(_Ready):
         return self.policy.generate(prompts, n, sampling)
 
     def sample(self, job: dict[str, Any]) -> tuple[list[Any], int]:
-        from dreamprm_code.policy.generate import sample_chunk
+        from dreamprm_code.generate.solutions import sample_chunk
 
         return sample_chunk(self.policy, executor=self.executor, **job)
 

@@ -264,7 +264,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     try:
         # --- generate -------------------------------------------------------------------------
         def generate(problems: list[Problem], n: int, out: Path, seed_offset: int) -> None:
-            from dreamprm_code.policy.generate import generate_solutions
+            from dreamprm_code.generate.solutions import generate_solutions
 
             sampling = config.policy.sampling(seed_offset)
             generate_solutions(

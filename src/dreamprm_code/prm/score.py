@@ -23,8 +23,12 @@ from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepScores
 from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
 
-#: The same tuple as ``scaling.select.AGGREGATIONS``, under the name ``prm.train`` imports.
+#: The same tuple as ``scaling.select.AGGREGATIONS``, under the name ``dreamprm_code.prm`` exports.
 AGGREGATES = AGGREGATIONS
+
+#: Scores a batch: problems and solutions in the same order -> per-step probabilities of each
+#: (the PRM-guided search and the reward service take any such function).
+Scorer = Callable[[Sequence[Problem], Sequence[Solution]], list[list[float]]]
 
 
 def _problem_map(problems: Mapping[str, Problem] | Sequence[Problem] | None) -> dict[str, Problem]:
@@ -202,3 +206,23 @@ def score_to_file(
                     finally:
                         fleet.close()
     return len(todo)
+
+
+def prm_scorer(prm: ProcessRewardModel, *, batch_tokens: int = 16384) -> Scorer:
+    """A :data:`Scorer` over a loaded PRM: one ``score_solutions`` call per batch."""
+    def score(problems: Sequence[Problem], solutions: Sequence[Solution]) -> list[list[float]]:
+        recs = score_solutions(prm, {p.id: p for p in problems}, solutions, batch_tokens=batch_tokens)
+        return [r.scores for r in recs]
+
+    return score
+
+
+def load_scorer(prm_dir: str | Path, *, device: str | None = None) -> tuple[Scorer, str]:
+    """Load a PRM checkpoint directory and wrap it as a scorer; returns (scorer, model name)."""
+    path = Path(prm_dir)
+    if not path.is_dir():
+        raise UserError("PRM checkpoint directory not found", path=path)
+    from dreamprm_code.prm.checkpoint import load_prm
+
+    prm = load_prm(path) if device is None else load_prm(path, device=device)
+    return prm_scorer(prm), str(getattr(prm, "spec", {}).get("name", path.name))

@@ -1,4 +1,4 @@
-"""CLI: ``dreamprm-code evaluate`` (and ``serve`` / ``search``), thin layers over the library."""
+"""CLI: ``dreamprm-code evaluate`` and ``search``, thin layers over the library."""
 
 from __future__ import annotations
 
@@ -98,29 +98,6 @@ def evaluate_command(
     console.print(f"wrote {', '.join(str(p) for p in written.values())}")
 
 
-def serve_command(
-    prm: Path = typer.Option(..., "--prm", help="PRM checkpoint directory"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (keep 127.0.0.1 unless you mean it)"),
-    port: int = typer.Option(8080, "--port"),
-    max_batch: int = typer.Option(16, "--max-batch", help="most candidates scored in one PRM call"),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="how long a batch waits for more candidates"),
-    max_body: int = typer.Option(1 << 20, "--max-body", help="largest accepted request body, bytes"),
-    max_candidates: int = typer.Option(256, "--max-candidates", help="most candidates in one request"),
-    token: str | None = typer.Option(
-        None, "--token", help="require 'Authorization: Bearer TOKEN' (default: $DREAMPRM_SERVE_TOKEN; unset: open)"
-    ),
-    reward_aggregation: str = typer.Option("min", "--reward-aggregation", help="step scores -> reward for /get_reward"),
-) -> None:
-    """Serve a PRM over HTTP for RL trainers: POST /score (batches), POST /get_reward (OpenRLHF), GET /docs."""
-    from dreamprm_code.scaling.serve import serve
-
-    console.print(f"serving {prm} on http://{host}:{port} (POST /score, POST /get_reward, GET /docs); Ctrl-C stops")
-    serve(
-        prm, host=host, port=port, token=token, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body=max_body,
-        max_candidates=max_candidates, reward_aggregation=reward_aggregation,
-    )
-
-
 @options_from(SearchConfig, exclude=("sampling.seed", "sampling.stop"))
 def search_command(
     config: SearchConfig,
@@ -135,8 +112,8 @@ def search_command(
     """PRM-guided function-level beam search, with policy tokens counted for a fair comparison."""
     from dreamprm_code.data import load_problems
     from dreamprm_code.policy import load_policy
+    from dreamprm_code.prm.score import load_scorer
     from dreamprm_code.scaling.search import run_search
-    from dreamprm_code.scaling.serve import load_scorer
 
     probs = load_problems(problems)[:limit] if limit else load_problems(problems)
     scorer, _ = load_scorer(prm)
@@ -157,5 +134,4 @@ def search_command(
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``dreamprm-code`` app."""
     app.command("evaluate")(evaluate_command)
-    app.command("serve")(serve_command)
     app.command("search")(search_command)

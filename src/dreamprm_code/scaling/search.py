@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamprm_code.cof import split_steps
 from dreamprm_code.policy import FINISH_STOP, Policy
@@ -25,7 +25,9 @@ from dreamprm_code.records import Problem, Solution
 from dreamprm_code.scaling.config import SearchConfig
 from dreamprm_code.scaling.metrics import tie_rng
 from dreamprm_code.scaling.select import aggregate, select_by_score
-from dreamprm_code.scaling.serve import Scorer
+
+if TYPE_CHECKING:
+    from dreamprm_code.prm.score import Scorer
 
 
 @dataclass

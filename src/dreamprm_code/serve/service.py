@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,10 +44,10 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.records import Problem, Solution
 from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation, aggregate
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from dreamprm_code.prm.score import Scorer
 
-#: Scores a batch: problems and solutions in the same order -> per-step probabilities of each.
-Scorer = Callable[[Sequence[Problem], Sequence[Solution]], list[list[float]]]
+log = logging.getLogger(__name__)
 
 #: The environment variable read for the bearer token when ``--token`` is not given.
 TOKEN_ENV = "DREAMPRM_SERVE_TOKEN"
@@ -506,28 +506,6 @@ def make_app(
     return app
 
 
-def prm_scorer(prm: Any, *, batch_tokens: int = 16384) -> Scorer:
-    """A :data:`Scorer` over a loaded PRM: one ``score_solutions`` call per batch."""
-    from dreamprm_code.prm.score import score_solutions
-
-    def score(problems: Sequence[Problem], solutions: Sequence[Solution]) -> list[list[float]]:
-        recs = score_solutions(prm, {p.id: p for p in problems}, solutions, batch_tokens=batch_tokens)
-        return [r.scores for r in recs]
-
-    return score
-
-
-def load_scorer(prm_dir: str | Path, *, device: str | None = None) -> tuple[Scorer, str]:
-    """Load a PRM checkpoint directory and wrap it as a scorer; returns (scorer, model name)."""
-    path = Path(prm_dir)
-    if not path.is_dir():
-        raise UserError("PRM checkpoint directory not found", path=path)
-    from dreamprm_code.prm import load_prm  # type: ignore[attr-defined]
-
-    prm = load_prm(path) if device is None else load_prm(path, device=device)
-    return prm_scorer(prm), str(getattr(prm, "spec", {}).get("name", path.name))
-
-
 def serve(
     prm_dir: str | Path,
     *,
@@ -546,6 +524,8 @@ def serve(
     if not path.is_dir():
         raise UserError("PRM checkpoint directory not found", path=path)
     token = token or os.environ.get(TOKEN_ENV) or None
+    from dreamprm_code.prm.score import load_scorer
+
     app = make_app(load=lambda: load_scorer(path), model_name=path.name, token=token, **options)
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.generate.solutions import generate_solutions, problem_seed, reply_text
 from dreamprm_code.io import read_jsonl
 from dreamprm_code.policy import Completion, Prompt, SamplingParams
-from dreamprm_code.policy.generate import generate_solutions, problem_seed, reply_text
 from dreamprm_code.records import PASS, WRONG_ANSWER, Problem
 from dreamprm_code.records import TestCase as Case
 
@@ -151,9 +151,9 @@ def test_killed_process_resumes_without_duplicates(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(here)!r})
-        from test_policy_generate import Scripted, problems
+        from test_generate import Scripted, problems
         from dreamprm_code.policy import SamplingParams
-        from dreamprm_code.policy.generate import generate_solutions
+        from dreamprm_code.generate.solutions import generate_solutions
         generate_solutions(problems(40), Scripted(delay=0.05), 2, SamplingParams(seed=0), "cof",
                            {str(out)!r}, execute=False, batch_size=1, show_progress=False)
         """
@@ -237,7 +237,7 @@ def test_cli_generate_over_http_with_execution(tmp_path):
 
 
 def test_policy_opts_parse_as_json_values():
-    from dreamprm_code.policy.commands import parse_opts
+    from dreamprm_code.generate.commands import parse_opts
 
     assert parse_opts(["concurrency=32", "prefill_extras=false", "dtype=bfloat16", "api-key-env=K"]) == {
         "concurrency": 32, "prefill_extras": False, "dtype": "bfloat16", "api_key_env": "K"}

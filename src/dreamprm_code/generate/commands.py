@@ -81,8 +81,8 @@ def generate_command(
 ) -> None:
     """Sample N candidate solutions per problem, split into steps, run against the tests."""
     from dreamprm_code.data import load_problems
+    from dreamprm_code.generate.solutions import export_lcb, generate_solutions
     from dreamprm_code.policy.base import load_policy
-    from dreamprm_code.policy.generate import export_lcb, generate_solutions
 
     if style not in choices(PackagedStyle) and templates is None:
         raise UserError(f"unknown style '{style}' (cof or plain, or add one with --templates)", field="style")
