@@ -90,10 +90,10 @@ def run(name: str, mode: str, args, labels, held, problems) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     frozen = mode == "frozen"
     config = TrainConfig(
-        backbone=BACKBONES[name], out=str(out), max_length=args.max_length, max_statement_tokens=args.statement_tokens,
-        batch_size=4, warmup_steps=2, meta={"mode": "none"}, save_every=10_000, eval_each_epoch=False,
-        freeze_backbone=frozen, frozen_epochs=args.frozen_epochs, epochs=args.lora_epochs,
-        lr=args.frozen_lr if frozen else args.lora_lr, seed=args.seed,
+        backbone=BACKBONES[name], output_dir=str(out), max_length=args.max_length, max_statement_tokens=args.statement_tokens,
+        per_device_train_batch_size=4, warmup_steps=2, meta={"mode": "none"}, save_steps=10_000, eval_each_epoch=False,
+        freeze_backbone=frozen, frozen_epochs=args.frozen_epochs, num_train_epochs=args.lora_epochs,
+        learning_rate=args.frozen_lr if frozen else args.lora_lr, seed=args.seed,
         max_steps=args.qwen_lora_steps if (name, mode) == ("qwen", "lora") else 0,
     )
     t0 = time.perf_counter()

@@ -77,9 +77,9 @@ def train_once(backbone: Path, out: Path, labels, meta, problems, *, correction:
     from dreamprm_code.prm.train import TrainConfig, train_prm
 
     config = TrainConfig(
-        backbone=str(backbone), out=str(out), lora_r=lora_r, precision=precision, meta={"mode": correction},
-        batch_size=batch, max_length=max_length, max_steps=steps, epochs=100, eval_each_epoch=False,
-        save_every=10_000, warmup_steps=2, lr=1e-4 if lora_r else 1e-5,
+        backbone=str(backbone), output_dir=str(out), lora_r=lora_r, precision=precision, meta={"mode": correction},
+        per_device_train_batch_size=batch, max_length=max_length, max_steps=steps, num_train_epochs=100, eval_each_epoch=False,
+        save_steps=10_000, warmup_steps=2, learning_rate=1e-4 if lora_r else 1e-5,
     )
     shutil.rmtree(out, ignore_errors=True)
     torch.cuda.empty_cache()

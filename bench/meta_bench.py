@@ -67,7 +67,7 @@ def _worker(mode: str, args: dict, queue) -> None:
     prm, tok = build_prm(args["backbone"], lora_r=config.lora_r, precision=config.precision)
     fmt = prm.attach_format(tok, config.max_length)
     steps = args["steps"] + 1
-    train, meta, n_labels = real_examples(config.batch_size * steps, fmt)
+    train, meta, n_labels = real_examples(config.per_device_train_batch_size * steps, fmt)
     init = torch.tensor([t for ex in train for t in ex.targets])
     if mode == "none":
         corr = NoCorrection(init)
@@ -75,11 +75,11 @@ def _worker(mode: str, args: dict, queue) -> None:
         fixed = torch.tensor([f for ex in train for f in ex.is_final])
         corr = make_correction(mode, init, config.meta, fixed=fixed,
                                meta_batches=cycle_batches(meta, config.meta.batch_size, prm.pad_id, 0))
-    opt = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.lr)
+    opt = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.learning_rate)
     prm.train()
     times, tokens = [], []
     for step in range(steps):
-        batch = collate(train[step * config.batch_size : (step + 1) * config.batch_size], prm.pad_id)
+        batch = collate(train[step * config.per_device_train_batch_size : (step + 1) * config.per_device_train_batch_size], prm.pad_id)
         t0 = time.perf_counter()
         inner_step(prm, prm, batch, opt, corr, config, step)
         if step:  # the first step warms up kernels and allocator

@@ -112,9 +112,9 @@ def bench_train(args: argparse.Namespace, pmap: dict, sols: list) -> list[dict]:
         for s in sols for k, st in enumerate(s.steps)
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(backbone=args.backbone, out=str(Path(tmp) / "prm"), max_steps=args.train_steps, batch_size=4,
+        cfg = TrainConfig(backbone=args.backbone, output_dir=str(Path(tmp) / "prm"), max_steps=args.train_steps, per_device_train_batch_size=4,
                           max_length=args.max_length, meta={"mode": "none"}, eval_each_epoch=False, val_fraction=0.0,
-                          save_every=10**6, epochs=1, gradient_checkpointing=args.grad_ckpt)
+                          save_steps=10**6, num_train_epochs=1, gradient_checkpointing=args.grad_ckpt)
         out = train_prm(cfg, labels, problems=pmap, progress=False)
         log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
     rss_train = rss_mib()

@@ -258,15 +258,15 @@ def run_one(
             meta[key] = value
     config = TrainConfig(
         backbone=args.backbone,
-        out=str(out),
-        epochs=args.epochs,
-        batch_size=args.batch,
+        output_dir=str(out),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch,
         max_length=args.max_length,
-        lr=args.lr,
+        learning_rate=args.lr,
         meta=meta,
         seed=seed,
         eval_each_epoch=False,
-        save_every=10_000,
+        save_steps=10_000,
     )
     t0 = time.perf_counter()
     train_prm(config, train_labels, meta_sols, eval_set=[], problems=problems, progress=False)

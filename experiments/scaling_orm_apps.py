@@ -57,8 +57,8 @@ def main() -> None:
     from dreamprm_code.prm import TrainConfig, load_prm, score_solutions, train_prm
 
     t0 = time.perf_counter()
-    config = TrainConfig(out=str(out / "orm"), outcome_only=True, meta={"mode": "none"}, max_steps=args.max_steps,
-                         max_length=args.max_length, batch_size=args.batch_size, epochs=1, seed=args.seed, eval_each_epoch=False)
+    config = TrainConfig(output_dir=str(out / "orm"), outcome_only=True, meta={"mode": "none"}, max_steps=args.max_steps,
+                         max_length=args.max_length, per_device_train_batch_size=args.batch_size, num_train_epochs=1, seed=args.seed, eval_each_epoch=False)
     ckpt = train_prm(config, labels, problems=problems)
     t_train = time.perf_counter() - t0
 

@@ -70,15 +70,15 @@ def _problems(ids: list[str]) -> list[Problem]:
 def _config(backbone: str, out, **kw) -> TrainConfig:
     base = dict(
         backbone=backbone,
-        out=str(out),
+        output_dir=str(out),
         lora_r=4,
-        lr=3e-3,
-        epochs=1,
-        batch_size=2,
+        learning_rate=3e-3,
+        num_train_epochs=1,
+        per_device_train_batch_size=2,
         max_length=256,
         warmup_steps=1,
         meta={"mode": "labels", "refresh": 2, "meta_lr": 0.2, "inner_lr": 0.5, "batch_size": 4},
-        save_every=2,
+        save_steps=2,
         val_fraction=0.0,
         eval_each_epoch=False,
     )

@@ -20,12 +20,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _run(mode: str, seed: int, **meta):
     problem = make_problem(n=480, seed=seed)
-    cfg = TrainConfig(lr=0.05, epochs=2, batch_size=4, grad_clip=0, meta=CorrectionConfig(mode=mode, **meta))
+    cfg = TrainConfig(learning_rate=0.05, num_train_epochs=2, per_device_train_batch_size=4, grad_clip=0, meta=CorrectionConfig(mode=mode, **meta))
     model = ToyPRM(problem.train_x.shape[1], seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0)
     corr = make_correction(mode, problem.noisy, cfg.meta, meta_batches=meta_batches(problem, cfg.meta.batch_size, seed),
                            loss=cfg.loss, seed=seed)
-    for step, batch in enumerate(batches(problem, cfg.batch_size, cfg.epochs, seed)):
+    for step, batch in enumerate(batches(problem, cfg.per_device_train_batch_size, cfg.num_train_epochs, seed)):
         inner_step(model, model, batch, opt, corr, cfg, step)
     side = (torch.tensor(corr.corrected_labels()) >= 0.5).float()
     recovered = int((side[problem.flipped] == problem.truth[problem.flipped]).sum())
@@ -53,13 +53,13 @@ def test_without_correction_nothing_is_recovered():
 def test_before_any_update_labels_mode_trains_exactly_like_none():
     """No confound: the targets of every mode are the MC values until a label is corrected."""
     problem = make_problem(n=40, seed=3)
-    cfg = TrainConfig(lr=0.05, batch_size=4, grad_clip=0)
+    cfg = TrainConfig(learning_rate=0.05, per_device_train_batch_size=4, grad_clip=0)
     params = {}
     for mode in ("labels", "weights", "none"):
         model = ToyPRM(problem.train_x.shape[1], 0)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0)
         corr = make_correction(mode, problem.noisy, {"refresh": 10**6}, meta_batches=meta_batches(problem, 8))
-        for step, batch in enumerate(batches(problem, cfg.batch_size, 1)):
+        for step, batch in enumerate(batches(problem, cfg.per_device_train_batch_size, 1)):
             inner_step(model, model, batch, opt, corr, cfg, step + 1)  # step 0 would refresh
         params[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.equal(params["labels"], params["none"]) and torch.equal(params["weights"], params["none"])
@@ -69,11 +69,11 @@ def test_fixed_labels_never_move():
     problem = make_problem(n=120, seed=1)
     fixed = torch.zeros(120, dtype=torch.bool)
     fixed[::3] = True
-    cfg = TrainConfig(lr=0.05, batch_size=4, grad_clip=0)
+    cfg = TrainConfig(learning_rate=0.05, per_device_train_batch_size=4, grad_clip=0)
     model = ToyPRM(problem.train_x.shape[1], 0)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0)
     corr = make_correction("labels", problem.noisy, {}, fixed=fixed, meta_batches=meta_batches(problem, 8))
-    for step, batch in enumerate(batches(problem, cfg.batch_size, 2)):
+    for step, batch in enumerate(batches(problem, cfg.per_device_train_batch_size, 2)):
         inner_step(model, model, batch, opt, corr, cfg, step)
     after = torch.tensor(corr.corrected_labels())
     assert torch.equal(after[fixed], problem.noisy[fixed])

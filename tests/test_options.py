@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.options import build, choices, option, options_from
+from dreamprm_code.options import RenamedOptionWarning, build, choices, option, options_from, rename_old_keys
 from dreamprm_code.options.models import stage_model
 
 Loss = Literal["bce", "mse"]
@@ -219,3 +220,45 @@ def test_the_real_commands_defaults_are_the_dataclass_defaults():
             got = params[flag].default
             assert getattr(got, "value", got) == default, (command, flag, got)
             assert params[flag].help, (command, flag)
+
+
+@dataclass
+class Renamed:
+    """Settings whose fields had other names in an earlier release."""
+
+    __renamed__: ClassVar[dict[str, str]] = {"n": "rollouts", "every": "meta.every"}
+    rollouts: int = option(8, help="continuations per prefix")
+    meta: Inner = field(default_factory=Inner)
+
+
+def test_old_names_build_with_a_warning_and_the_current_name_wins():
+    with pytest.warns(RenamedOptionWarning, match="f.yaml: 'n' is deprecated; use 'rollouts'"):
+        assert build(Renamed, {"n": 3}, where="f.yaml").rollouts == 3
+    with pytest.warns(RenamedOptionWarning, match="'every' is deprecated; use 'meta.every'"):
+        assert build(Renamed, {"every": 4, "meta": {"lr": 0.2}}).meta == Inner(lr=0.2, every=4)
+    with pytest.warns(RenamedOptionWarning, match="'n' is ignored"):
+        assert build(Renamed, {"n": 3, "rollouts": 5}).rollouts == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rename_old_keys(Renamed, {"n": 2}, warn=False) == {"rollouts": 2}  # a saved config: quietly
+
+
+def test_old_names_are_hidden_flags_that_name_their_replacement():
+    app = typer.Typer()
+    seen: list[Renamed] = []
+
+    @app.command("run")
+    @options_from(Renamed)
+    def run(settings: Renamed) -> None:
+        seen.append(settings)
+
+    @app.command("other")
+    def other() -> None:
+        """A second command."""
+
+    result = CliRunner().invoke(app, ["run", "--n", "3", "--every", "5"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].rollouts == 3 and seen[0].meta.every == 5
+    assert "warning: --n is deprecated; use --rollouts" in result.output
+    assert "warning: --every is deprecated; use --meta-every" in result.output
+    assert "--n " not in CliRunner().invoke(app, ["run", "--help"]).output

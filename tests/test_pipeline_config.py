@@ -149,7 +149,7 @@ def test_fingerprint_is_stable_and_sees_values(tmp_path):
     a = PipelineConfig.model_validate(_config(tmp_path))
     b = PipelineConfig.model_validate(_config(tmp_path))
     assert fingerprint(a.train, "x") == fingerprint(b.train, "x")
-    b.train.lr = 0.5
+    b.train.learning_rate = 0.5
     assert fingerprint(a.train, "x") != fingerprint(b.train, "x")
     assert stage_names(a)[:4] == ["problems", "generate-train", "generate-eval", "label"]
     assert stage_names(a)[-1] == "evaluate" and "train-prm-labels" in stage_names(a)
@@ -162,3 +162,25 @@ def test_unknown_policy_option_is_a_user_error_naming_the_key(tmp_path, monkeypa
     assert code == 2 and "field 'policy.options'" in err and "bogus_option" in err
     assert "Traceback" not in err
     assert (tmp_path / "run" / "stages" / "problems.json").exists()  # stages before it are done and kept
+
+
+def test_old_train_keys_in_a_pipeline_yaml_load_with_a_warning(tmp_path):
+    """``train.epochs`` / ``batch_size`` / ``lr`` of the release before the TrainingArguments names."""
+    from dreamprm_code.options import RenamedOptionWarning
+
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        "name: old\ntrain_problems: [{source: humaneval, limit: 2}]\neval_problems: [{source: mbpp, limit: 2}]\n"
+        "train: {epochs: 3, batch_size: 2, lr: 1.0e-3, meta: {refresh: 2}}\n", encoding="utf-8")
+    with pytest.warns(RenamedOptionWarning) as caught:
+        cfg = load_config(str(path))
+    messages = [str(w.message) for w in caught]
+    assert any("'train.epochs' is deprecated; use 'train.num_train_epochs'" in m and str(path) in m for m in messages)
+    assert any("'train.lr' is deprecated; use 'train.learning_rate'" in m for m in messages)
+    tc = cfg.train.build(output_dir="x")
+    assert (tc.num_train_epochs, tc.per_device_train_batch_size, tc.learning_rate, tc.meta.refresh) == (3, 2, 1e-3, 2)
+    # the stage model itself takes them too (a config validated without load_config)
+    from dreamprm_code.pipeline.config import TrainStageConfig
+
+    with pytest.warns(RenamedOptionWarning, match="'epochs' is deprecated; use 'num_train_epochs'"):
+        assert TrainStageConfig.model_validate({"epochs": 5}).num_train_epochs == 5

@@ -212,7 +212,7 @@ def write_setup(root: Path, url: str, backbone: Path, run_dir: Path, **changes) 
         "policy": {"spec": f"openai:fake@{url}", "temperature": 0.8, "max_new_tokens": 256},
         "generate": {"n_train": 3, "n_eval": 4},
         "label": {"rollouts": 2, "strategy": "full", "max_new_tokens": 128, "concurrency": 4},
-        "train": {"backbone": str(backbone), "epochs": 1, "batch_size": 8, "lora_r": 2, "max_length": 384,
+        "train": {"backbone": str(backbone), "num_train_epochs": 1, "per_device_train_batch_size": 8, "lora_r": 2, "max_length": 384,
                   "meta": {"refresh": 1}, "meta_share": 0.5},
         "evaluate": {"bootstrap": 100, "aggregations": ["min", "last"]},
         "execution": {"timeout": 3.0, "workers": 2},
@@ -375,7 +375,7 @@ def test_changed_evaluation_settings_rerun_only_the_evaluation(full_run, tmp_pat
     report = json.loads((copy / "report" / "report.json").read_text())
     assert report["primary_aggregation"] == "last"
     # a changed training setting is an error that names the stage, not a silent mix
-    cfg = load_config(str(cfg_path), {"run_dir": str(copy), "train.lr": 0.5})
+    cfg = load_config(str(cfg_path), {"run_dir": str(copy), "train.learning_rate": 0.5})
     with pytest.raises(UserError, match="train-orm"):
         run_pipeline(cfg, show_progress=False)
 

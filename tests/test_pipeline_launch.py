@@ -32,13 +32,13 @@ def _run_dir(tmp_path):
 
 def test_the_launch_command_runs_train_on_the_run_files(tmp_path):
     run, _, _ = _run_dir(tmp_path)
-    tc = TrainConfig(backbone="b", out=str(run.model("prm-labels")), meta={"mode": "labels"})
+    tc = TrainConfig(backbone="b", output_dir=str(run.model("prm-labels")), meta={"mode": "labels"})
     cmd = train_launch_command(run, tc, 4, with_meta=True)
     joined = " ".join(cmd)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert "--num_processes 4" in joined and "--multi_gpu" in joined
     assert f"-m dreamprm_code train --labels {run.labels}" in joined
-    assert f"--out {run.model('prm-labels')}" in joined and f"--meta {run.solutions_meta}" in joined
+    assert f"--output-dir {run.model('prm-labels')}" in joined and f"--meta {run.solutions_meta}" in joined
     assert f"--config {run.models / 'prm-labels.train_config.json'}" in joined
     assert "--meta" not in train_launch_command(run, tc, 2, with_meta=False)
     # every setting travels in the config file, which the command reads whole
@@ -57,8 +57,8 @@ def test_two_cpu_processes_train_then_the_pipeline_takes_the_finished_state(tmp_
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run, labels, problems = _run_dir(tmp_path)
     backbone = save_tiny_backbone(tmp_path / "backbone", hidden_size=32, layers=1)
-    tc = TrainConfig(backbone=str(backbone), out=str(run.model("prm")), meta={"mode": "none"}, lora_r=2, epochs=1,
-                     batch_size=2, max_length=128)
+    tc = TrainConfig(backbone=str(backbone), output_dir=str(run.model("prm")), meta={"mode": "none"}, lora_r=2, num_train_epochs=1,
+                     per_device_train_batch_size=2, max_length=128)
     launch_training(run, tc, 2, with_meta=False)
     out = run.model("prm")
     assert (out / "train_log.rank1.jsonl").exists(), "a second process trained"

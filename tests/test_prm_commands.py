@@ -61,12 +61,13 @@ def _run(args):
 
 def test_train_then_score_then_resume(files, tmp_path):
     out = tmp_path / "prm"
-    _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--out", str(out),
-          "--backbone", files["backbone"], "--lora-r", "4", "--lr", "3e-3", "--epochs", "1", "--batch-size", "2",
+    _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--output-dir", str(out),
+          "--backbone", files["backbone"], "--lora-r", "4", "--learning-rate", "3e-3", "--num-train-epochs", "1",
+          "--per-device-train-batch-size", "2",
           "--max-length", "256", "--correction", "none"])
     assert (out / "prm.json").exists()
     cfg = json.loads((out / "train_config.json").read_text())
-    assert cfg["lora_r"] == 4 and cfg["batch_size"] == 2
+    assert cfg["lora_r"] == 4 and cfg["per_device_train_batch_size"] == 2 and cfg["learning_rate"] == 3e-3
     scores = tmp_path / "scores.jsonl"
     _run(["score", "--prm", str(out), "--solutions", files["solutions"], "--problems", files["problems"],
           "--out", str(scores), "--chunk", "4", "--device", "cpu"])
@@ -119,8 +120,80 @@ def test_config_file_fills_what_the_command_line_does_not_type(files, tmp_path, 
 
     monkeypatch.setattr(train_module, "train_prm", fake_train)
     cfg = tmp_path / "train.json"
-    cfg.write_text(json.dumps({"lora_r": 2, "lr": 5e-4, "meta": {"refresh": 3}}))
-    _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--out", str(tmp_path / "o"),
+    cfg.write_text(json.dumps({"lora_r": 2, "learning_rate": 5e-4, "meta": {"refresh": 3}}))
+    _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--output-dir", str(tmp_path / "o"),
           "--config", str(cfg), *typed])
     config = seen["config"]
-    assert config.lora_r == want_lora and config.lr == 5e-4 and config.meta.refresh == want_refresh
+    assert config.lora_r == want_lora and config.learning_rate == 5e-4 and config.meta.refresh == want_refresh
+
+
+def _fake_train(monkeypatch, tmp_path):
+    import dreamprm_code.prm.train as train_module
+
+    seen = {}
+
+    def fake_train(config, *args, **kwargs):
+        seen["config"] = config
+        return tmp_path / "never"
+
+    monkeypatch.setattr(train_module, "train_prm", fake_train)
+    return seen
+
+
+def test_training_arguments_names_are_the_flags(files, tmp_path, monkeypatch):
+    seen = _fake_train(monkeypatch, tmp_path)
+    result = _run(["train", "--labels", files["labels"], "--problems", files["problems"],
+                   "--output-dir", str(tmp_path / "o"), "--learning-rate", "1e-3", "--num-train-epochs", "3",
+                   "--per-device-train-batch-size", "2", "--save-steps", "7"])
+    config = seen["config"]
+    assert (config.output_dir, config.learning_rate, config.num_train_epochs, config.per_device_train_batch_size,
+            config.save_steps) == (str(tmp_path / "o"), 1e-3, 3, 2, 7)
+    assert "deprecated" not in result.output
+    help_text = _run(["train", "--help"]).output
+    assert "--learning-rate" in help_text and "--lr " not in help_text  # the old flags are hidden
+
+
+def test_old_flags_still_work_and_name_their_replacement(files, tmp_path, monkeypatch):
+    seen = _fake_train(monkeypatch, tmp_path)
+    result = _run(["train", "--labels", files["labels"], "--problems", files["problems"],
+                   "--out", str(tmp_path / "o"), "--lr", "1e-3", "--epochs", "3", "--batch-size", "2",
+                   "--save-every", "7"])
+    config = seen["config"]
+    assert (config.output_dir, config.learning_rate, config.num_train_epochs, config.per_device_train_batch_size,
+            config.save_steps) == (str(tmp_path / "o"), 1e-3, 3, 2, 7)
+    for old, new in [("--out", "--output-dir"), ("--lr", "--learning-rate"), ("--epochs", "--num-train-epochs"),
+                     ("--batch-size", "--per-device-train-batch-size"), ("--save-every", "--save-steps")]:
+        assert f"warning: {old} is deprecated; use {new}" in result.output
+    # the current flag wins over its old name
+    _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--lr", "1e-3",
+          "--learning-rate", "2e-3"])
+    assert seen["config"].learning_rate == 2e-3
+
+
+def test_old_keys_in_a_config_file_load_with_a_warning(files, tmp_path, monkeypatch):
+    from dreamprm_code.options import RenamedOptionWarning
+
+    seen = _fake_train(monkeypatch, tmp_path)
+    cfg = tmp_path / "old.json"
+    cfg.write_text(json.dumps({"lr": 5e-4, "epochs": 4, "batch_size": 3, "out": str(tmp_path / "o"),
+                               "correction": "none"}))
+    with pytest.warns(RenamedOptionWarning, match="'lr' is deprecated; use 'learning_rate'"):
+        _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--config", str(cfg)])
+    config = seen["config"]
+    assert (config.learning_rate, config.num_train_epochs, config.per_device_train_batch_size) == (5e-4, 4, 3)
+    assert config.output_dir == str(tmp_path / "o") and config.meta.mode == "none"
+
+
+def test_the_command_line_prints_an_old_config_key_as_one_line(files, tmp_path):
+    """Through the real entry point (``main``): the deprecation is one ``warning:`` line on stderr."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "old.json"
+    cfg.write_text(json.dumps({"lr": 0}))  # refused after the rename: the message names the new key
+    done = subprocess.run([sys.executable, "-m", "dreamprm_code", "train", "--labels", files["labels"],
+                           "--problems", files["problems"], "--config", str(cfg)], capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert any(line.startswith("warning:") and "'lr' is deprecated; use 'learning_rate'" in line for line in lines)
+    assert lines[-1].startswith("error:") and "learning_rate" in lines[-1]

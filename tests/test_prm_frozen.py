@@ -28,7 +28,7 @@ def backbone(tmp_path_factory):
 
 
 def _frozen(backbone: str, out, **kw):
-    return _config(backbone, out, **{"freeze_backbone": True, "frozen_epochs": 40, "lr": 3e-2, **kw})
+    return _config(backbone, out, **{"freeze_backbone": True, "frozen_epochs": 40, "learning_rate": 3e-2, **kw})
 
 
 def _log(out) -> list[dict]:
@@ -87,8 +87,8 @@ def test_frozen_resume_equals_uninterrupted_and_reuses_the_cache(backbone, tmp_p
     log = _log(part)
     assert [r["sequences"] for r in log if r.get("phase") == "features"] == [12, 0]  # the second run: all cached
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6, 7]
-    with pytest.raises(UserError, match="lr"):
-        train_prm(_frozen(backbone, part, max_steps=8, lr=1e-4), labels, problems=problems, progress=False)
+    with pytest.raises(UserError, match="learning_rate"):
+        train_prm(_frozen(backbone, part, max_steps=8, learning_rate=1e-4), labels, problems=problems, progress=False)
 
 
 def test_feature_cache_survives_a_lost_shard_and_refuses_another_backbone(backbone, tmp_path):
@@ -151,7 +151,7 @@ def test_cli_freeze_backbone(backbone, tmp_path):
     out = tmp_path / "cli"
     result = CliRunner().invoke(app, [
         "train", "--labels", str(tmp_path / "labels.jsonl"), "--problems", str(tmp_path / "problems.jsonl"),
-        "--out", str(out), "--backbone", backbone, "--max-length", "256", "--correction", "none",
+        "--output-dir", str(out), "--backbone", backbone, "--max-length", "256", "--correction", "none",
         "--freeze-backbone", "--frozen-epochs", "3"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "prm.json").read_text())

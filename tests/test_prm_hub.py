@@ -52,7 +52,7 @@ def backbone(tmp_path_factory):
 
 
 def _train(backbone, out, **kw):
-    cfg = TrainConfig(backbone=backbone, out=str(out), lr=1e-2, epochs=2, batch_size=2, max_length=256,
+    cfg = TrainConfig(backbone=backbone, output_dir=str(out), learning_rate=1e-2, num_train_epochs=2, per_device_train_batch_size=2, max_length=256,
                       warmup_steps=1, meta={"mode": "none"}, val_fraction=0.0, **kw)
     return train_prm(cfg, _labels(), eval_set=_labels(), problems=_problems(["p0", "p1"]), progress=False)
 

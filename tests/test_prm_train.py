@@ -62,15 +62,15 @@ def backbone(tmp_path_factory):
 
 
 def _config(backbone: str, out, **kw) -> TrainConfig:
-    base = dict(backbone=backbone, out=str(out), lora_r=4, lr=3e-3, epochs=3, batch_size=4, max_length=256,
-                warmup_steps=1, meta={"mode": "none"}, save_every=1, val_fraction=0.0)
+    base = dict(backbone=backbone, output_dir=str(out), lora_r=4, learning_rate=3e-3, num_train_epochs=3, per_device_train_batch_size=4, max_length=256,
+                warmup_steps=1, meta={"mode": "none"}, save_steps=1, val_fraction=0.0)
     return TrainConfig(**{**base, **kw})
 
 
 def test_trains_validates_checkpoints_and_reloads(backbone, tmp_path):
     train_ids = [f"t{i}" for i in range(4)]
     eval_ids = ["e0", "e1"]
-    cfg = _config(backbone, tmp_path / "prm", epochs=8)
+    cfg = _config(backbone, tmp_path / "prm", num_train_epochs=8)
     out = train_prm(cfg, _labels(train_ids), eval_set=_labels(eval_ids), problems=_problems(train_ids + eval_ids),
                     progress=False)
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
@@ -109,13 +109,38 @@ def test_resume_after_stop_equals_uninterrupted(backbone, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     steps = [json.loads(x)["step"] for x in (part / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert steps == [1, 2, 3, 4, 5]
-    with pytest.raises(UserError, match="lr"):
-        train_prm(_config(backbone, part, max_steps=6, lr=1e-4), labels, problems=problems, progress=False)
+    with pytest.raises(UserError, match="learning_rate"):
+        train_prm(_config(backbone, part, max_steps=6, learning_rate=1e-4), labels, problems=problems, progress=False)
+
+
+def test_a_checkpoint_saved_with_the_old_names_still_resumes_and_describes_itself(backbone, tmp_path):
+    """Checkpoints of the release before the TrainingArguments names: ``lr``, ``epochs``, ``out`` ..."""
+    from dreamprm_code.prm.hub import model_card
+
+    ids = [f"t{i}" for i in range(3)]
+    labels, problems = _labels(ids), _problems(ids)
+    part = tmp_path / "part"
+    train_prm(_config(backbone, part, max_steps=2), labels, problems=problems, progress=False)
+    old = {"out": "output_dir", "lr": "learning_rate", "epochs": "num_train_epochs",
+           "batch_size": "per_device_train_batch_size", "save_every": "save_steps"}
+    state_file = part / "train_state" / "state.pt"
+    state = torch.load(state_file, weights_only=False)
+    state["config"] = {k: state["config"][old.get(k, k)] for k in [*old, *state["config"]] if old.get(k, k) in state["config"]
+                       and k not in old.values()}
+    assert "lr" in state["config"] and "learning_rate" not in state["config"]
+    torch.save(state, state_file)
+    train_prm(_config(backbone, part, max_steps=3), labels, problems=problems, progress=False)
+    steps = [json.loads(x)["step"] for x in (part / "train_log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == [1, 2, 3]
+    meta = json.loads((part / "prm.json").read_text())
+    meta["train"] = {**{k: meta["train"].pop(v) for k, v in old.items()}, **meta["train"]}
+    card = model_card(part, meta)
+    assert "- `learning_rate`: 0.003" in card and "- `num_train_epochs`: 3" in card
 
 
 def test_outcome_only_trains_on_final_steps(backbone, tmp_path):
     ids = ["t0", "t1"]
-    cfg = _config(backbone, tmp_path / "orm", outcome_only=True, epochs=1)
+    cfg = _config(backbone, tmp_path / "orm", outcome_only=True, num_train_epochs=1)
     out = train_prm(cfg, _labels(ids), problems=_problems(ids), progress=False)
     assert json.loads((out / "prm.json").read_text())["train"]["outcome_only"] is True
 
@@ -123,7 +148,7 @@ def test_outcome_only_trains_on_final_steps(backbone, tmp_path):
 def test_label_correction_hook_runs_and_saves_labels(backbone, tmp_path):
     pytest.importorskip("dreamprm_code.meta")
     train_ids, meta_ids = ["t0", "t1", "t2"], ["m0", "m1"]
-    cfg = _config(backbone, tmp_path / "meta", epochs=1, meta={"mode": "labels", "refresh": 1, "batch_size": 4, "jvp": "fd"})
+    cfg = _config(backbone, tmp_path / "meta", num_train_epochs=1, meta={"mode": "labels", "refresh": 1, "batch_size": 4, "jvp": "fd"})
     labels = _labels(train_ids)
     out = train_prm(cfg, labels, meta_set=_solutions(meta_ids), problems=_problems(train_ids + meta_ids),
                     progress=False)
@@ -190,10 +215,11 @@ def test_kill_minus_9_then_resume(backbone, tmp_path):
     problems_file.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in problems))
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "dreamprm_code", "train", "--labels", str(labels_file), "--problems",
-            str(problems_file), "--out", str(out), "--backbone", backbone, "--lora-r", "4", "--lr", "3e-3",
-            "--epochs", "30", "--max-steps", "40", "--batch-size", "4", "--max-length", "256", "--correction", "none"]
+            str(problems_file), "--output-dir", str(out), "--backbone", backbone, "--lora-r", "4", "--learning-rate",
+            "3e-3", "--num-train-epochs", "30", "--max-steps", "40", "--per-device-train-batch-size", "4",
+            "--max-length", "256", "--correction", "none"]
     cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps({"save_every": 1, "val_fraction": 0.0, "warmup_steps": 1}))
+    cfg_file.write_text(json.dumps({"save_steps": 1, "val_fraction": 0.0, "warmup_steps": 1}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([*args, "--config", str(cfg_file)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -208,7 +234,7 @@ def test_kill_minus_9_then_resume(backbone, tmp_path):
     proc.wait()
     done = subprocess.run([*args, "--config", str(cfg_file)], env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
-    clean = train_prm(_config(backbone, tmp_path / "clean", epochs=30, max_steps=40), labels, problems=problems,
+    clean = train_prm(_config(backbone, tmp_path / "clean", num_train_epochs=30, max_steps=40), labels, problems=problems,
                       progress=False)
     a = load_file(clean / "train_state" / "trainable.safetensors")
     b = load_file(out / "train_state" / "trainable.safetensors")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 from rich.markup import escape
 
 from dreamprm_code.errors import UserError
+from dreamprm_code.options import RenamedOptionWarning
 from dreamprm_code.progress import console
 
 app = typer.Typer(
@@ -36,8 +38,23 @@ for _stage in STAGES:
     _module.register(app)
 
 
+def _one_line_warnings() -> None:
+    """Show an old option name's deprecation (a config key, a YAML key) as one line on stderr."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, RenamedOptionWarning):
+            console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.filterwarnings("default", category=RenamedOptionWarning)
+
+
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit code 2, no traceback."""
+    _one_line_warnings()
     try:
         app(standalone_mode=False)
     except UserError as exc:

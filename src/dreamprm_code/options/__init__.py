@@ -18,6 +18,12 @@ Field metadata read here: ``help``; ``flag`` (the full click declaration, e.g. `
 to keep an older name or ``--stop-at-first-failure/--all-tests`` for a bool); ``short``
 (``-n``); ``prefix`` on a nested dataclass field (the flag prefix, ``""`` for none);
 ``cli=False`` to leave a field off the command line.
+
+Renamed options: a dataclass may map names of earlier releases to their field paths,
+``__renamed__: ClassVar[dict[str, str]] = {"lr": "learning_rate", "correction": "meta.mode"}``.
+:func:`build` (so every config file, the pipeline's YAML and saved checkpoint configs) accepts
+the old keys with a :class:`RenamedOptionWarning` naming the new one, and :func:`options_from`
+keeps each old name as a hidden flag (``--lr``) that prints one line naming its replacement.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import enum
 import inspect
 import types
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
@@ -59,6 +66,60 @@ def option(
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+class RenamedOptionWarning(DeprecationWarning):
+    """An option was given by its name of an earlier release; the message names the current one.
+
+    The command line shows it as one ``warning:`` line on stderr (``cli.main``).
+    """
+
+
+def renamed(cls: type) -> dict[str, str]:
+    """``cls``'s old option names -> their current field paths (``__renamed__``)."""
+    return dict(getattr(cls, "__renamed__", {}))
+
+
+def rename_old_keys(
+    cls: type,
+    data: Mapping[str, Any],
+    *,
+    where: str | Path | None = None,
+    path: Sequence[str] = (),
+    warn: bool = True,
+    only: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``data`` with the keys of earlier releases moved to their current names (``cls.__renamed__``).
+
+    Each old key found warns (unless ``warn`` is false: reading a saved checkpoint config, whose
+    keys the user cannot change); when the current name is given too, it wins and the old one is
+    dropped. ``only`` restricts the renames to those whose target's first part is in it.
+    """
+    out = dict(data)
+    for old, new in renamed(cls).items():
+        parts = new.split(".")
+        if old not in out or (only is not None and parts[0] not in only):
+            continue
+        value = out.pop(old)
+        old_name, new_name = _dotted([*path, old]), _dotted([*path, *parts])
+        prefix = f"{where}: " if where is not None else ""
+        if _has(out, parts):
+            if warn:
+                warnings.warn(RenamedOptionWarning(
+                    f"{prefix}{old_name!r} is an old name of {new_name!r}, which is given too; {old_name!r} is ignored"
+                ), stacklevel=3)
+            continue
+        if warn:
+            warnings.warn(RenamedOptionWarning(f"{prefix}{old_name!r} is deprecated; use {new_name!r}"), stacklevel=3)
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if dataclasses.is_dataclass(child) and not isinstance(child, type):
+                child = dataclasses.asdict(child)
+            node[part] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
 
 
 def choices(literal: Any) -> tuple[str, ...]:
@@ -114,6 +175,7 @@ def build(cls: type[T], data: Mapping[str, Any], *, where: str | Path | None = N
     """
     from pydantic import TypeAdapter, ValidationError
 
+    data = rename_old_keys(cls, data, where=where, path=path)
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in _init_fields(cls)}
     unknown = [k for k in data if k not in known]
@@ -304,12 +366,16 @@ def options_from(
     The decorated function declares a parameter annotated ``cls`` (or named by ``param``); its
     other parameters stay as they are. ``deprecated_flags`` maps an old flag to a field path
     (``{"--meta-every": "meta.every"}``): the old flag still sets the field, hidden from
-    ``--help``, and prints one line naming the new flag.
+    ``--help``, and prints one line naming the new flag. The old names of ``cls.__renamed__``
+    are such flags too (``--lr`` for ``lr``), unless a current option already has that flag.
     """
     options = cli_options(cls, exclude=exclude)
     by_path = {o.path: o for o in options}
+    taken = {d.split("/")[0] for o in options for d in o.decls}
+    old_flags = {f"--{old.replace('_', '-')}": new for old, new in renamed(cls).items()
+                 if f"--{old.replace('_', '-')}" not in taken and tuple(new.split(".")) in by_path}
     deprecated: list[tuple[str, CliOption, str]] = []
-    for i, (old, target) in enumerate((deprecated_flags or {}).items()):
+    for i, (old, target) in enumerate({**old_flags, **(deprecated_flags or {})}.items()):
         opt = by_path.get(tuple(target.split(".")))
         if opt is None:
             raise ValueError(f"deprecated flag {old} names no option field {target!r}")
@@ -348,6 +414,7 @@ def options_from(
             ctx = kwargs.pop(_CTX_PARAM, None)
             config_file = kwargs.pop(_CONFIG_PARAM, None)
             data = read_config_file(config_file) if config_file is not None else {}
+            data = rename_old_keys(cls, data, where=config_file)  # before the options' defaults fill it
             values = {o.param: kwargs.pop(o.param) for o in options}
             for name, opt, old in deprecated:
                 value = kwargs.pop(name)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.options import build
+from dreamprm_code.options import build, rename_old_keys
 
 
 class FieldValueError(ValueError):
@@ -27,6 +27,14 @@ class StageModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     __dataclass__: ClassVar[type]
     __dataclass_names__: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        """Keys of earlier releases (the dataclass's ``__renamed__``) under their current names, with a warning."""
+        if not isinstance(data, Mapping) or not hasattr(cls, "__dataclass__"):
+            return data
+        return rename_old_keys(cls.__dataclass__, data, only=cls.__dataclass_names__)
 
     @model_validator(mode="after")
     def _dataclass_checks(self) -> StageModel:

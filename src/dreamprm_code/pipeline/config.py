@@ -18,6 +18,7 @@ from dreamprm_code.cof.prompts import PackagedStyle
 from dreamprm_code.errors import UserError
 from dreamprm_code.execution.limits import Limits
 from dreamprm_code.labeling.config import LabelConfig
+from dreamprm_code.options import rename_old_keys
 from dreamprm_code.options.models import StageModel, stage_model, validation_error
 from dreamprm_code.policy.base import SamplingParams
 from dreamprm_code.prm.config import TrainConfig
@@ -104,7 +105,8 @@ class _TrainFields(StageModel):
 #: The trainer's settings a pipeline sets; each variant sets the correction mode and outcome_only.
 TrainStageConfig = stage_model(
     TrainConfig, name="TrainStageConfig",
-    include=("backbone", "epochs", "batch_size", "lr", "lora_r", "max_length", "meta", "precision", "seed"),
+    include=("backbone", "num_train_epochs", "per_device_train_batch_size", "learning_rate", "lora_r", "max_length",
+             "meta", "precision", "seed"),
     exclude=("meta.mode",), base=_TrainFields,
     doc="The PRM variants to train and how (see TrainConfig; `meta` holds CorrectionConfig's fields).",
 )
@@ -183,6 +185,12 @@ def load_config(name_or_path: str, overrides: dict | None = None) -> PipelineCon
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
+    for name, field in PipelineConfig.model_fields.items():
+        model = field.annotation
+        if isinstance(data.get(name), dict) and isinstance(model, type) and issubclass(model, StageModel):
+            # keys of earlier releases, warned about by their YAML path (train.epochs)
+            data[name] = rename_old_keys(model.__dataclass__, data[name], where=where, path=(name,),
+                                         only=model.__dataclass_names__)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:

@@ -180,12 +180,12 @@ def train_launch_command(run: RunDir, tc: Any, num_processes: int, *, with_meta:
     No held-out labels (``labels/no-holdout.jsonl`` is empty): the pipeline validates on
     ``solutions/val.jsonl`` itself. ``--multi_gpu`` is DDP (NCCL on GPUs; gloo on CPUs when no
     GPU is visible)."""
-    out = Path(tc.out)
+    out = Path(tc.output_dir)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu",
            "-m", "dreamprm_code", "train",
            "--labels", str(run.labels), "--eval-labels", str(run.root / "labels" / "no-holdout.jsonl"),
-           "--problems", str(run.problems_train), "--out", str(out),
+           "--problems", str(run.problems_train), "--output-dir", str(out),
            "--config", str(out.parent / f"{out.name}.train_config.json")]
     if with_meta:
         cmd += ["--meta", str(run.solutions_meta)]
@@ -195,7 +195,7 @@ def train_launch_command(run: RunDir, tc: Any, num_processes: int, *, with_meta:
 def launch_training(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool) -> None:
     """Train one variant in ``num_processes`` processes and wait; a failure names the command."""
     cmd = train_launch_command(run, tc, num_processes, with_meta=with_meta)
-    out = Path(tc.out)
+    out = Path(tc.output_dir)
     atomic_write_json(out.parent / f"{out.name}.train_config.json", tc.to_dict())
     holdout = run.root / "labels" / "no-holdout.jsonl"
     if not holdout.exists():
@@ -331,7 +331,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
         def train(variant: str = variant, correction: str = correction, outcome_only: bool = outcome_only) -> None:
             from dreamprm_code.prm import train_prm
 
-            tc = config.train.build(out=str(run.model(variant)), outcome_only=outcome_only,
+            tc = config.train.build(output_dir=str(run.model(variant)), outcome_only=outcome_only,
                                     meta={**config.train.meta.model_dump(), "mode": correction})
             if config.train.num_processes > 1:  # the processes train; this one then finds them done
                 launch_training(run, tc, config.train.num_processes, with_meta=correction != "none")

@@ -7,40 +7,56 @@ the pipeline's ``train`` stage (``stage_model``) are generated from it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args
 
 from dreamprm_code.errors import UserError
 from dreamprm_code.meta.config import CorrectionConfig
-from dreamprm_code.options import build, option
+from dreamprm_code.options import RenamedOptionWarning, build, option, rename_old_keys
 from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
 
 Loss = Literal["bce", "mse"]
 Precision = Literal["fp32", "bf16"]
 #: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
-RESUMABLE_CHANGES = {"out", "epochs", "frozen_epochs", "max_steps", "save_every", "eval_each_epoch", "eval_batch_tokens"}
-#: Flat names of earlier releases -> their place in ``meta`` (accepted with a deprecation message).
-LEGACY_META_KEYS = {"correction": "mode", "meta_lr": "meta_lr", "inner_lr": "inner_lr", "meta_batch_size": "batch_size"}
+RESUMABLE_CHANGES = {"output_dir", "num_train_epochs", "frozen_epochs", "max_steps", "save_steps", "eval_each_epoch",
+                     "eval_batch_tokens"}
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a PRM training run; saved in ``prm.json`` and ``train_config.json``."""
+    """Every setting of a PRM training run; saved in ``prm.json`` and ``train_config.json``.
+
+    Names that mean what ``transformers.TrainingArguments``' do are spelled as there
+    (``output_dir``, ``learning_rate``, ``num_train_epochs``, ``per_device_train_batch_size``,
+    ``save_steps``, ``max_steps``, ``warmup_steps``, ``weight_decay``); the names of earlier
+    releases (``__renamed__``) still work for one release, with a deprecation message.
+    """
+
+    __renamed__: ClassVar[dict[str, str]] = {
+        "out": "output_dir", "lr": "learning_rate", "epochs": "num_train_epochs",
+        "batch_size": "per_device_train_batch_size", "save_every": "save_steps",
+        # flat correction settings of earlier releases, now in ``meta``
+        "correction": "meta.mode", "meta_lr": "meta.meta_lr", "inner_lr": "meta.inner_lr",
+        "meta_batch_size": "meta.batch_size",
+    }
 
     backbone: str = option("embedded:smollm2-135m-instruct", help="embedded:NAME, a model directory or a hub id")
-    out: str = option("prm", help="checkpoint directory (also holds the resumable train_state/)")
+    output_dir: str = option("prm", help="checkpoint directory (also holds the resumable train_state/)")
     lora_r: int = option(8, help="LoRA rank; 0 = full fine-tuning")
     lora_alpha: int = option(16, help="LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = option(0.0, help="dropout on the LoRA input")
     lora_targets: str = option("all-linear", help="peft target_modules: comma-separated names, or all-linear")
     head_hidden: int = option(0, help="0 = linear head; > 0 = MLP head with this many hidden units")
-    lr: float = option(2e-4, help="AdamW learning rate (adapters and head)")
+    learning_rate: float = option(2e-4, help="AdamW learning rate (adapters and head)")
     weight_decay: float = option(0.0, help="AdamW weight decay")
     warmup_steps: int = option(10, help="linear warm-up steps, then constant")
     grad_clip: float = option(1.0, help="max gradient norm (0 = off)")
-    epochs: int = option(2, help="passes over the training candidates")
+    num_train_epochs: int = option(2, help="passes over the training candidates")
     max_steps: int = option(0, help="stop after this many optimizer steps (0 = no limit)")
-    batch_size: int = option(4, help="candidates (sequences) per batch; every labelled step in them is scored")
+    per_device_train_batch_size: int = option(
+        4, help="candidates (sequences) per batch and process; every labelled step in them is scored")
     max_length: int = option(1024, help="tokens per sequence (see prm/format.py for truncation)")
     max_statement_tokens: int = option(0, help="cap on the problem statement's tokens (0 = half of max_length)")
     loss: Loss = option("bce", help="bce (soft-label BCE with logits) or mse (on the probability)")
@@ -53,9 +69,9 @@ class TrainConfig:
     eval_each_epoch: bool = option(True, help="validate after every epoch")
     eval_aggregate: Aggregation = option("min", help="how best-of-N validation ranks candidates (see score.aggregate)")
     eval_batch_tokens: int = option(16384, help="token budget of a validation batch")
-    save_every: int = option(50, help="save the resumable state every N optimizer steps (and each epoch end)")
+    save_steps: int = option(50, help="save the resumable state every N optimizer steps (and each epoch end)")
     freeze_backbone: bool = option(False, help="frozen backbone: one pass per candidate caches step features, the head trains on them")
-    frozen_epochs: int = option(20, help="head epochs with freeze_backbone (there an epoch is cheap; epochs is not used)")
+    frozen_epochs: int = option(20, help="head epochs with freeze_backbone (there an epoch is cheap; num_train_epochs is not used)")
 
     def __post_init__(self) -> None:
         if isinstance(self.meta, dict):
@@ -65,12 +81,12 @@ class TrainConfig:
             ("precision", self.precision in get_args(Precision), "fp32 or bf16"),
             ("eval_aggregate", self.eval_aggregate in AGGREGATIONS, f"one of {', '.join(AGGREGATIONS)}"),
             ("lora_r", self.lora_r >= 0, "at least 0"),
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("num_train_epochs", self.num_train_epochs >= 1, "at least 1"),
+            ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "at least 1"),
             ("max_length", self.max_length >= 64, "at least 64"),
-            ("lr", self.lr > 0, "positive"),
+            ("learning_rate", self.learning_rate > 0, "positive"),
             ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-            ("save_every", self.save_every >= 1, "at least 1"),
+            ("save_steps", self.save_steps >= 1, "at least 1"),
         ]
         for name, ok, what in checks:
             if not ok:
@@ -85,18 +101,25 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """From a dict of fields (``meta`` a nested dict); flat names of earlier releases still work."""
-        data = dict(data)
-        meta = dict(data.pop("meta", None) or {})
-        for old, new in LEGACY_META_KEYS.items():
-            if old in data:
-                warnings.warn(f"TrainConfig: {old!r} is deprecated, use meta.{new}", DeprecationWarning, stacklevel=2)
-                meta.setdefault(new, data.pop(old))
-        for old in ("meta_every", "meta_options"):
-            if old in data:
-                value = data.pop(old)
-                warnings.warn(f"TrainConfig: {old!r} is deprecated (see meta.refresh)", DeprecationWarning, stacklevel=2)
-                if old == "meta_options":
-                    meta = {**value, **meta}
-        return build(cls, {**data, "meta": meta})
+    def from_dict(cls, data: Mapping[str, Any], *, where: str | Path | None = None) -> TrainConfig:
+        """From a mapping of fields (``meta`` a nested mapping); names of earlier releases still work."""
+        return build(cls, _dropped_keys(data, warn=True), where=where)
+
+    @classmethod
+    def current_keys(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved config (a checkpoint's) under the current names, quietly: its keys are not the user's to change."""
+        return rename_old_keys(cls, _dropped_keys(data, warn=False), warn=False)
+
+
+def _dropped_keys(data: Mapping[str, Any], *, warn: bool) -> dict[str, Any]:
+    """Without the settings of earlier releases that no longer exist (``meta_options`` moves into ``meta``)."""
+    data = dict(data)
+    for old in ("meta_every", "meta_options"):
+        if old in data:
+            value = data.pop(old)
+            if warn:
+                warnings.warn(RenamedOptionWarning(f"{old!r} is deprecated and no longer used (see meta.refresh)"),
+                              stacklevel=3)
+            if old == "meta_options" and isinstance(value, Mapping):
+                data["meta"] = {**value, **(data.get("meta") or {})}
+    return data

@@ -78,7 +78,7 @@ class FeatureStore:
             old = json.loads(fp_path.read_text(encoding="utf-8"))
             if old != fingerprint:
                 diff = next(k for k in sorted({*old, *fingerprint}) if old.get(k) != fingerprint.get(k))
-                raise UserError(f"the feature cache was made with a different {diff!r}; use a new --out", path=self.root)
+                raise UserError(f"the feature cache was made with a different {diff!r}; use a new --output-dir", path=self.root)
         else:
             atomic_write_json(fp_path, fingerprint)
         self.index: dict[tuple[str, int], int] = {}
@@ -224,7 +224,7 @@ def train_frozen(
     """:func:`~dreamprm_code.prm.train.train_prm` with the backbone frozen (``config.freeze_backbone``).
 
     Same data handling, correction and checkpoint; the backbone runs once per sequence, then the
-    head trains for ``config.frozen_epochs`` epochs (``config.epochs`` is for the fine-tuning
+    head trains for ``config.frozen_epochs`` epochs (``config.num_train_epochs`` is for the fine-tuning
     path, where an epoch costs a backbone pass per candidate). ``lora_r`` is not used.
     """
     from accelerate.utils import set_seed
@@ -233,7 +233,7 @@ def train_frozen(
 
     if config.frozen_epochs < 1:
         raise UserError(f"must be at least 1, got {config.frozen_epochs!r}", field="frozen_epochs")
-    out = Path(config.out)
+    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pmap = dict(problems) if isinstance(problems, Mapping) else {p.id: p for p in problems or []}
     if not labels:
@@ -271,13 +271,13 @@ def train_frozen(
     log.append(extraction)
     model = CachedFeatureModel(prm.head, store, prm.pad_id)
     correction = tr.make_correction_for(config, labels, meta_ex, prm.pad_id)
-    optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=config.lr,
+    optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     step, epoch, skip = tr._resume(out, config, model, optimizer, scheduler, correction)  # type: ignore[arg-type]
     if getattr(correction, "needs_features", False):  # the sweep moves every label from the first refresh
-        for lo in range(0, len(train_ex), config.batch_size):
-            batch = collate(train_ex[lo : lo + config.batch_size], prm.pad_id)
+        for lo in range(0, len(train_ex), config.per_device_train_batch_size):
+            batch = collate(train_ex[lo : lo + config.per_device_train_batch_size], prm.pad_id)
             with torch.no_grad():
                 z, features = model(batch, with_features=True)
             correction.observe(batch, features, z)
@@ -297,13 +297,13 @@ def train_frozen(
                         **tr.validate(model, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
 
     lengths = [len(e.input_ids) for e in train_ex]
-    total = config.frozen_epochs * math.ceil(len(train_ex) / config.batch_size)
+    total = config.frozen_epochs * math.ceil(len(train_ex) / config.per_device_train_batch_size)
     total = min(total, config.max_steps) if config.max_steps else total
     done = lambda: bool(config.max_steps) and step >= config.max_steps  # noqa: E731
     with make_progress(disable=not progress) as bar:
         task = bar.add_task("train head", total=total, completed=step, info="")
         while epoch < config.frozen_epochs and not done():
-            batches = epoch_batches(lengths, config.batch_size, config.seed, epoch)
+            batches = epoch_batches(lengths, config.per_device_train_batch_size, config.seed, epoch)
             seen, t0, stopped = skip, time.perf_counter(), False
             model.train()
             for idx in batches[skip:]:
@@ -315,7 +315,7 @@ def train_frozen(
                 log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **rec,
                             "tokens": batch.num_tokens, "seconds": time.perf_counter() - t_step})
                 bar.update(task, advance=1, info=f"loss {rec['loss']:.4f}")
-                if step % config.save_every == 0:
+                if step % config.save_steps == 0:
                     checkpoint(epoch, seen)
                 if done():
                     stopped = True

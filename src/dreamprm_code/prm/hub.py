@@ -167,7 +167,9 @@ def model_card(out: Path, meta: dict[str, Any]) -> str:
         pipeline_tag="token-classification" if exported else None,
         tags=["process-reward-model", "dreamprm-code", "code", "reward-model"],
     )
-    train = meta.get("train", {})
+    from dreamprm_code.prm.config import TrainConfig
+
+    train = TrainConfig.current_keys(meta.get("train") or {})  # older checkpoints: older names
     data_info = meta.get("data", {})
     val = _last_validation(out)
     lines = [
@@ -189,7 +191,7 @@ def model_card(out: Path, meta: dict[str, Any]) -> str:
     else:
         lines.append("- not recorded")
     lines += ["", "## Settings", ""]
-    keys = ("lora_r", "lora_alpha", "lr", "epochs", "batch_size", "max_length", "loss",
+    keys = ("lora_r", "lora_alpha", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_length", "loss",
             "outcome_only", "precision", "head_hidden", "seed")
     lines += [f"- `{k}`: {train[k]}" for k in keys if k in train]
     meta_cfg = train.get("meta") or {}

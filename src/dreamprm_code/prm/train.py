@@ -2,7 +2,7 @@
 
 One readable loop (:func:`train_prm`): length-bucketed batches, soft-label BCE (or MSE),
 AdamW, gradient clipping, validation each epoch (step AUC, best-of-N on held-out problems),
-and a resumable state saved every ``save_every`` steps. ``accelerate`` wraps model, optimizer
+and a resumable state saved every ``save_steps`` steps. ``accelerate`` wraps model, optimizer
 and data loaders, so the same code runs on one CPU process or several GPUs. The correction
 contract is in docs/usage-prm.md ("Correction hook").
 """
@@ -176,7 +176,7 @@ def train_prm(
     problems: Sequence[Problem] | dict[str, Problem] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train a PRM on ``labels`` and write a checkpoint to ``config.out``; resumes if stopped.
+    """Train a PRM on ``labels`` and write a checkpoint to ``config.output_dir``; resumes if stopped.
 
     ``meta_set``: whole solutions with verdicts, on problems held apart from ``labels`` (the
     label correction's outer objective). ``eval_set``: held-out labels or solutions; without
@@ -189,7 +189,7 @@ def train_prm(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    out = Path(config.out)
+    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pmap = problems if isinstance(problems, dict) else {p.id: p for p in problems or []}
     if not labels:
@@ -229,7 +229,7 @@ def train_prm(
     val_ex = _eval_examples(eval_set, fmt, pmap) if eval_set else []
     meta_ex = examples_from_solutions(meta_set, fmt, pmap, final_only=True, with_verdicts=True) if meta_set else []
     correction = make_correction_for(config, labels, meta_ex, prm.pad_id)
-    optimizer = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.learning_rate, weight_decay=config.weight_decay)
     data_info = {  # for the model card
         "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
         "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
@@ -259,13 +259,13 @@ def train_prm(
 
     # --- the loop ------------------------------------------------------------------------------
     lengths = [len(e.input_ids) for e in train_ex]
-    total = config.epochs * math.ceil(len(train_ex) / config.batch_size)
+    total = config.num_train_epochs * math.ceil(len(train_ex) / config.per_device_train_batch_size)
     total = min(total, config.max_steps) if config.max_steps else total
     done = lambda: bool(config.max_steps) and step >= config.max_steps  # noqa: E731
     with make_progress(disable=not progress or not accelerator.is_main_process) as bar:
         task = bar.add_task("train", total=total, completed=step, info="")
-        while epoch < config.epochs and not done():
-            loader = torch.utils.data.DataLoader(train_ex, batch_sampler=epoch_batches(lengths, config.batch_size, config.seed, epoch),
+        while epoch < config.num_train_epochs and not done():
+            loader = torch.utils.data.DataLoader(train_ex, batch_sampler=epoch_batches(lengths, config.per_device_train_batch_size, config.seed, epoch),
                                                  collate_fn=lambda exs: collate(exs, prm.pad_id))
             loader = accelerator.prepare(loader)
             loader = accelerator.skip_first_batches(loader, skip) if skip else loader
@@ -281,7 +281,7 @@ def train_prm(
                 log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **rec,
                             "tokens": batch.num_tokens, "seconds": now - t_step, "tokens_per_s": rate})
                 bar.update(task, advance=1, info=f"loss {rec['loss']:.4f}  {rate:,.0f} tok/s")
-                if step % config.save_every == 0:
+                if step % config.save_steps == 0:
                     checkpoint(epoch, seen)
                 if done():
                     stopped = True
@@ -322,8 +322,8 @@ def _observe_all(prm: ProcessRewardModel, examples: Sequence[Example], correctio
     order = sorted(examples, key=lambda e: len(e.input_ids))  # little padding
     prm.eval()
     with torch.no_grad():
-        for lo in range(0, len(order), config.batch_size):
-            batch = collate(order[lo : lo + config.batch_size], prm.pad_id).to(device)
+        for lo in range(0, len(order), config.per_device_train_batch_size):
+            batch = collate(order[lo : lo + config.per_device_train_batch_size], prm.pad_id).to(device)
             z, features = prm(batch, with_features=True)
             correction.observe(batch, features, z)
     prm.train()
@@ -336,8 +336,9 @@ def _resume(out: Path, config: TrainConfig, prm: ProcessRewardModel, optimizer: 
     if state is None:
         return 0, 0, 0
     now = config.to_dict()
-    check_resume(state["config"], now, where=out, ignore=RESUMABLE_CHANGES, keys=now, what="train_state/",
-                 hint="use a new --out")
+    saved = TrainConfig.current_keys(state["config"])  # a state saved before a rename still resumes
+    check_resume(saved, now, where=out, ignore=RESUMABLE_CHANGES, keys=now, what="train_state/",
+                 hint="use a new --output-dir")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     correction.load_state_dict(state["correction"])
