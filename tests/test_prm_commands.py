@@ -177,8 +177,12 @@ def test_old_keys_in_a_config_file_load_with_a_warning(files, tmp_path, monkeypa
     cfg = tmp_path / "old.json"
     cfg.write_text(json.dumps({"lr": 5e-4, "epochs": 4, "batch_size": 3, "out": str(tmp_path / "o"),
                                "correction": "none"}))
-    with pytest.warns(RenamedOptionWarning, match="'lr' is deprecated; use 'learning_rate'"):
+    with pytest.warns(RenamedOptionWarning) as caught:
         _run(["train", "--labels", files["labels"], "--problems", files["problems"], "--config", str(cfg)])
+    messages = {str(w.message).removeprefix(f"{cfg}: ") for w in caught}
+    assert messages == {"'lr' is deprecated; use 'learning_rate'", "'epochs' is deprecated; use 'num_train_epochs'",
+                        "'batch_size' is deprecated; use 'per_device_train_batch_size'",
+                        "'out' is deprecated; use 'output_dir'", "'correction' is deprecated; use 'meta.mode'"}
     config = seen["config"]
     assert (config.learning_rate, config.num_train_epochs, config.per_device_train_batch_size) == (5e-4, 4, 3)
     assert config.output_dir == str(tmp_path / "o") and config.meta.mode == "none"
