@@ -219,3 +219,26 @@ def test_embedded_lora_loads_by_hub_id_from_a_hub_cache(tmp_path, monkeypatch):
     model = AutoPeftModelForTokenClassification.from_pretrained(ckpt, dtype=torch.float32)
     ours, theirs = _our_scores(ckpt), _hf_scores(model, ckpt)
     assert _flat(ours) == pytest.approx(_flat(theirs), abs=1e-4)
+
+
+def test_head_only_checkpoint_loads_on_its_named_base(backbone, tmp_path, monkeypatch):
+    """A frozen-backbone PRM saved as its head alone (what ships as embedded:NAME) loads on the
+    base its spec names and scores exactly as the full checkpoint does."""
+    from dreamprm_code.prm import checkpoint
+
+    full = _train(backbone, tmp_path / "frozen", freeze_backbone=True, frozen_epochs=3)
+    prm = load_prm(full)
+    prm.spec["backbone"] = "embedded:tiny-test-base"  # a name, not this machine's directory
+    monkeypatch.setattr(checkpoint, "_base_dir", lambda meta: backbone)
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "shipped")
+    out = checkpoint.save_head_only(prm, tmp_path / "shipped" / "prm-test", card="# prm-test\n")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "head.safetensors", "prm.json"]
+    assert sum(p.stat().st_size for p in out.iterdir()) < 100_000
+    assert checkpoint.shipped_prms() == ["prm-test"]
+    again = load_prm("embedded:prm-test")
+    sols, probs = _solutions(), _problems(["p0", "p1"])
+    a = [x for r in score_solutions(load_prm(full), probs, sols) for x in r.scores]
+    b = [x for r in score_solutions(again, probs, sols) for x in r.scores]
+    assert a == pytest.approx(b, abs=1e-6)
+    with pytest.raises(UserError, match="no shipped PRM named 'nope'; shipped: prm-test"):
+        load_prm("embedded:nope")

@@ -282,3 +282,24 @@ def test_token_batches_bound_tokens_and_padding():
         assert width * len(b) <= 1.1 * sum(lengths[i] for i in b) or len(b) == 1
     assert [6] in batches  # the 300-token sequence alone
     assert sorted([0, 7, 1, 2]) in [sorted(b) for b in batches]  # 100, 99, 95, 90: 400 padded, 384 real
+
+
+def test_shared_header_cache_gives_the_full_pass_scores(prm, tok, monkeypatch):
+    """A problem's candidates run after one pass over their common header (its key/value cache
+    copied into each batch); their scores equal a full pass per candidate, duplicates included."""
+    problem = Problem(id="p9", title="t", statement="Read n and print the sum of the first n integers. " * 3,
+                      platform="x", difficulty="easy", tests=[])
+    variants = [CODE, CODE.replace("n * (n + 1) // 2", "sum(range(n + 1))"), "def main():\n    print(1)\n", CODE]
+    sols = [Solution("p9", k, code, steps=_steps(code) if code.startswith("import") else None)
+            for k, code in enumerate(variants)]
+    examples = examples_from_solutions(sols, prm.prompt_format, {"p9": problem})
+    full = score_examples(prm, examples, share_prefix=False)
+    calls = []
+    real = type(prm).prefix_cache
+    monkeypatch.setattr(type(prm), "prefix_cache", lambda self, ids: calls.append(len(ids)) or real(self, ids))
+    shared = score_examples(prm, examples, batch_tokens=64)  # several batches reuse one header cache
+    assert calls and calls[0] >= 16, "the header was not shared"
+    assert len(calls) == 1
+    for a, b in zip(full, shared, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert shared[0] == shared[3]  # the duplicate candidate, run once

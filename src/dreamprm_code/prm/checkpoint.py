@@ -42,6 +42,27 @@ from dreamprm_code.prm.model import PRECISIONS, ProcessRewardModel, resolve_back
 META_FILE = "prm.json"
 HEAD_FILE = "head.safetensors"
 STATE_DIR = "train_state"
+#: A checkpoint of a head over an unchanged base model that is named, not stored (``save_head_only``).
+HEAD_ONLY = "head-on-named-base"
+#: Where PRMs shipped with the package live (``embedded:prm-cpu`` -> ``dreamprm_code/models/prm-cpu``).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def shipped_prms() -> list[str]:
+    """The names of the PRMs that ship with the package (``embedded:NAME``)."""
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / META_FILE).exists()) if SHIPPED_DIR.is_dir() else []
+
+
+def resolve_prm(spec: str | Path) -> Path:
+    """A checkpoint directory from a path or ``embedded:NAME`` (a PRM shipped with the package)."""
+    text = str(spec)
+    if not text.startswith("embedded:"):
+        return Path(spec)
+    name = text.partition(":")[2]
+    path = SHIPPED_DIR / name
+    if not (path / META_FILE).exists():
+        raise UserError(f"no shipped PRM named {name!r}; shipped: {', '.join(shipped_prms()) or 'none'}", field="prm")
+    return path
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -102,6 +123,35 @@ def save_prm(prm: ProcessRewardModel, out: str | Path, extra: dict[str, Any] | N
     return out
 
 
+def save_head_only(prm: ProcessRewardModel, out: str | Path, extra: dict[str, Any] | None = None,
+                   card: str | None = None) -> Path:
+    """A checkpoint of ``prm``'s head alone, for a frozen-backbone PRM whose base model is named by
+    a spec that resolves on any machine (``embedded:NAME`` or a hub id): kilobytes instead of the
+    base model's weights, which is what lets a trained PRM ship inside the package. ``load_prm``
+    loads the named base and puts the head on it; ``card`` is the README (model card)."""
+    if prm.is_lora:
+        raise UserError("a head-only checkpoint needs an unchanged base model; this PRM has a LoRA adapter")
+    if prm.prompt_format is None:
+        raise ValueError("attach_format() before saving: the checkpoint must say how inputs were formatted")
+    spec = str(prm.spec.get("backbone") or "")
+    if not spec or Path(spec).is_dir():
+        raise UserError("a head-only checkpoint names its base model by embedded:NAME or a hub id", field="backbone")
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None, prefix=".save-") as tmp_s:
+        tmp = Path(tmp_s) / out.name
+        tmp.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in prm.head.state_dict().items()}, tmp / HEAD_FILE)
+        meta = {**prm.prompt_format.describe(), "backbone": spec, "precision": prm.spec.get("precision", "fp32"),
+                "name": out.name, "lora": False, "layout": HEAD_ONLY,
+                "head": {"in_features": prm.head.in_features, "hidden": prm.head.hidden}, **(extra or {})}
+        meta.update(_base_model(meta))
+        (tmp / "README.md").write_text(card or f"# {out.name}\n\nA step head on `{spec}`.\n", encoding="utf-8")
+        atomic_write_json(tmp / META_FILE, meta)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _replace_dir(tmp, out)
+    return out
+
+
 def _base_model(meta: dict[str, Any]) -> dict[str, Any]:
     """The base model by its hub id (what ``adapter_config.json`` and the model card name), and
     the local directory it was loaded from, when that is not the hub's own copy."""
@@ -141,23 +191,26 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_prm(path: str | Path, *, device: str | torch.device | None = None, merge: bool = True) -> ProcessRewardModel:
-    """Load a checkpoint written by :func:`save_prm` (or by training), ready to score.
+    """Load a checkpoint written by :func:`save_prm` (or by training, or :func:`save_head_only`;
+    ``embedded:NAME`` for a PRM shipped with the package), ready to score.
 
     ``merge`` folds LoRA adapters into the base weights, so scoring runs at the bare
     backbone's speed (the loaded model is then a plain fine-tuned model, not a LoRA one).
     """
     from transformers import AutoModel, AutoTokenizer
 
-    path = Path(path)
+    path = resolve_prm(path)
     meta = read_meta(path)
     dtype = PRECISIONS.get(meta.get("precision", "fp32"), torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    exported = meta.get("layout") == "token-classification"
-    if meta["lora"]:
+    layout = meta.get("layout")
+    tokenizer = AutoTokenizer.from_pretrained(_base_dir(meta) if layout == HEAD_ONLY else path)
+    if layout == HEAD_ONLY:
+        backbone = _quiet_load(AutoModel, Path(_base_dir(meta)), dtype)
+    elif meta["lora"]:
         from peft import PeftModel
 
         base = AutoModel.from_pretrained(_base_dir(meta), dtype=dtype)
-        if exported:
+        if layout == "token-classification":
             from dreamprm_code.prm.hub import load_adapter
 
             backbone = load_adapter(base, path, meta["hf_base_prefix"])

@@ -44,9 +44,14 @@ from dreamprm_code.prm.data import (
     epoch_batches,
     examples_from_labels,
     examples_from_solutions,
-    token_batches,
 )
-from dreamprm_code.prm.model import ProcessRewardModel, StepHead, build_prm, resolve_backbone
+from dreamprm_code.prm.model import (
+    ProcessRewardModel,
+    StepHead,
+    build_prm,
+    resolve_backbone,
+    step_feature_batches,
+)
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
 
@@ -179,28 +184,25 @@ def extract_features(prm: ProcessRewardModel, examples: Sequence[Example], store
                      batch_tokens: int = 16384, shard_sequences: int = 64, progress: bool = False) -> dict[str, Any]:
     """Run the backbone once over every sequence whose step features the store lacks.
 
-    Batches by length under a token budget; a shard is written every ``shard_sequences``
+    Batches by length under a token budget, each problem's header cache shared
+    (:func:`~dreamprm_code.prm.model.step_feature_batches`); a shard is written every ``shard_sequences``
     sequences, so a kill loses at most that much work. Returns counts and the throughput.
     """
     todo = store.missing(examples)
-    device = next(prm.parameters()).device
     was = prm.training
     prm.eval()
     t0, tokens = time.perf_counter(), 0
-    batches = token_batches([len(e.input_ids) for e in todo], batch_tokens)
     rows: list[tuple[str, int]] = []
     feats: list[torch.Tensor] = []
     pending = 0
     with make_progress(disable=not progress) as bar:
-        task = bar.add_task("features", total=sum(len(e.input_ids) for e in todo), info="", unit="tok")
-        for idx in batches:
-            exs = [todo[i] for i in idx]
-            batch = collate(exs, prm.pad_id).to(device)
-            feats.append(prm.step_features(batch).float().cpu())
-            rows += [(sequence_key(e.input_ids), p) for e in exs for p in e.step_token_index]
-            pending += len(exs)
-            tokens += batch.num_tokens
-            bar.advance(task, batch.num_tokens)
+        task = bar.add_task("features", total=len(todo), info="", unit="seq")
+        for idx, batch_feats, run in step_feature_batches(prm, todo, batch_tokens=batch_tokens):
+            feats.append(batch_feats.cpu())
+            rows += [(sequence_key(todo[i].input_ids), p) for i in idx for p in todo[i].step_token_index]
+            pending += len(idx)
+            tokens += run
+            bar.advance(task, len(idx))
             if pending >= shard_sequences:
                 store.add(rows, torch.cat(feats))
                 rows, feats, pending = [], [], 0

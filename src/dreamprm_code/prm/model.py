@@ -9,7 +9,12 @@ k: one forward pass over a candidate yields every prefix's score.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import inspect
 import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ import torch
 from torch import nn
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.prm.data import StepBatch
+from dreamprm_code.prm.data import Example, StepBatch, collate, token_batches
 from dreamprm_code.prm.format import PromptFormat
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -113,6 +118,31 @@ class ProcessRewardModel(nn.Module):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
         return out.last_hidden_state
 
+    def prefix_cache(self, prefix_ids: torch.Tensor) -> Any:
+        """The key/value cache of one prefix ``[P]`` that many sequences share (a problem's header)."""
+        with attention_kernels(prefix_ids.device):
+            out = self.backbone(input_ids=prefix_ids[None], use_cache=True, return_dict=True)
+        return out.cache if "cache" in out else out.past_key_values
+
+    @property
+    def _cache_argument(self) -> str:
+        """The forward argument that takes a cache: ``cache`` (newer transformers) or ``past_key_values``."""
+        base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    def hidden_states_after(self, cache: Any, prefix_len: int, batch: StepBatch) -> torch.Tensor:
+        """The last hidden layer ``[B, L, H]`` of ``batch``'s sequences, each continuing the cached
+        prefix: the same states a full pass over prefix + sequence gives at those positions."""
+        rows = batch.input_ids.shape[0]
+        past = copy.deepcopy(cache)  # the forward pass appends to the cache it is given
+        if rows > 1:
+            past.batch_repeat_interleave(rows)
+        mask = torch.cat([batch.attention_mask.new_ones(rows, prefix_len), batch.attention_mask], dim=1)
+        with attention_kernels(batch.input_ids.device):
+            out = self.backbone(input_ids=batch.input_ids, attention_mask=mask, use_cache=True, return_dict=True,
+                                **{self._cache_argument: past})
+        return out.last_hidden_state
+
     def step_features(self, batch: StepBatch) -> torch.Tensor:
         """The hidden state the head reads at each step's last token ``[S, H]`` (fp32)."""
         hidden = self.hidden_states(batch.input_ids, batch.attention_mask)
@@ -132,6 +162,96 @@ class ProcessRewardModel(nn.Module):
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Named parameters that training updates (LoRA adapters + head, or everything)."""
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for seq in seqs[1:]:
+        k = 0
+        while k < n and seq[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+@torch.inference_mode()
+def step_feature_batches(
+    prm: ProcessRewardModel,
+    examples: Sequence[Example],
+    *,
+    batch_tokens: int = 16384,
+    share_prefix: bool = True,
+    min_prefix: int = 16,
+) -> Iterator[tuple[list[int], torch.Tensor, int]]:
+    """The step features of ``examples``, one backbone pass per distinct sequence, in batches.
+
+    Yields ``(indices into examples, features [S, H] in those examples' step order, tokens run)``.
+    Identical sequences (duplicate candidates) run once. With ``share_prefix``, the sequences of a
+    problem run after one pass over their common prefix (the statement header, about 60% of a
+    HumanEval candidate's tokens), whose key/value cache they all reuse; the features equal a full
+    pass's up to float rounding (tested). Batches are length-bucketed under ``batch_tokens``.
+    """
+    device = next(prm.parameters()).device
+    share_prefix = share_prefix and hasattr(prm, "prefix_cache")  # a cached-feature head has no backbone
+    distinct: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        distinct[tuple(ex.input_ids)].append(i)
+    # one representative per distinct sequence, scoring the union of its copies' positions
+    reps: list[Example] = []
+    for idx in distinct.values():
+        positions = sorted({t for i in idx for t in examples[i].step_token_index})
+        ex = examples[idx[0]]
+        reps.append(dataclasses.replace(ex, step_token_index=positions, step_index=list(range(len(positions)))))
+    groups: dict[str, list[int]] = defaultdict(list)
+    for r, ex in enumerate(reps):
+        groups[ex.problem_id].append(r)
+    jobs: list[tuple[int, list[int]]] = []  # (shared prefix length, representatives)
+    plain: list[int] = []
+    for idx in groups.values():
+        prefix = 0
+        if share_prefix and len(idx) > 1:
+            prefix = min(_common_prefix([reps[r].input_ids for r in idx]),
+                         min(t for r in idx for t in reps[r].step_token_index))
+        if prefix >= min_prefix:
+            jobs.append((prefix, idx))
+        else:
+            plain += idx
+    if plain:
+        jobs.insert(0, (0, plain))
+
+    def fan_out(rep_idx: list[int], feats: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """Each original example's rows, from its representative's (positions -> rows)."""
+        out_idx: list[int] = []
+        rows: list[int] = []
+        base = 0
+        for r in rep_idx:
+            rep = reps[r]
+            where = {t: base + k for k, t in enumerate(rep.step_token_index)}
+            for i in distinct[tuple(rep.input_ids)]:
+                out_idx.append(i)
+                rows += [where[t] for t in examples[i].step_token_index]
+            base += len(rep.step_token_index)
+        return out_idx, feats[torch.tensor(rows, dtype=torch.long)]
+
+    for prefix, idx in jobs:
+        cache = None
+        if prefix:
+            cache = prm.prefix_cache(torch.tensor(reps[idx[0]].input_ids[:prefix], device=device))
+        tails = [
+            dataclasses.replace(reps[r], input_ids=reps[r].input_ids[prefix:],
+                                step_token_index=[t - prefix for t in reps[r].step_token_index])
+            for r in idx
+        ]
+        for n, part in enumerate(token_batches([len(t.input_ids) for t in tails], batch_tokens)):
+            batch = collate([tails[j] for j in part], prm.pad_id).to(device)
+            if cache is None:
+                feats = prm.step_features(batch)
+            else:
+                hidden = prm.hidden_states_after(cache, prefix, batch)
+                feats = hidden[batch.step_batch_index, batch.step_token_index].float()
+            out_idx, out_feats = fan_out([idx[j] for j in part], feats)
+            yield out_idx, out_feats, batch.num_tokens + (prefix if n == 0 else 0)
 
 
 def build_prm(

@@ -16,9 +16,9 @@ import torch
 from dreamprm_code.cof import solution_steps
 from dreamprm_code.distributed import RayOptions
 from dreamprm_code.errors import UserError
-from dreamprm_code.prm.data import Example, collate, examples_from_solutions, token_batches
+from dreamprm_code.prm.data import Example, examples_from_solutions
 from dreamprm_code.prm.format import step_texts
-from dreamprm_code.prm.model import ProcessRewardModel
+from dreamprm_code.prm.model import ProcessRewardModel, step_feature_batches
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepScores
 from dreamprm_code.scaling.select import AGGREGATIONS, aggregate
@@ -47,26 +47,29 @@ def score_examples(
     batch_tokens: int = 16384,
     progress: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
 ) -> list[list[float]]:
-    """Step probabilities for each example (in its ``step_index`` order), batched by length."""
+    """Step probabilities for each example (in its ``step_index`` order).
+
+    One backbone pass per distinct sequence, reusing each problem's header cache when
+    ``share_prefix`` (see :func:`~dreamprm_code.prm.model.step_feature_batches`).
+    """
     was_training = prm.training
     prm.eval()
-    device = next(prm.parameters()).device
     out: list[list[float]] = [[] for _ in examples]
-    batches = token_batches([len(e.input_ids) for e in examples], batch_tokens)
     with make_progress(disable=not progress) as bar:
-        task = bar.add_task("score", total=sum(len(e.input_ids) for e in examples), info="", unit="tok")
-        for idx in batches:
-            batch = collate([examples[i] for i in idx], prm.pad_id).to(device)
-            probs = torch.sigmoid(prm.step_logits(batch)).float().cpu().tolist()
+        task = bar.add_task("score", total=len(examples), info="", unit="seq")
+        for idx, feats, tokens in step_feature_batches(prm, examples, batch_tokens=batch_tokens,
+                                                       share_prefix=share_prefix):
+            probs = torch.sigmoid(prm.head(feats)).float().cpu().tolist()
             pos = 0
             for i in idx:
                 n = len(examples[i].step_token_index)
                 out[i] = probs[pos : pos + n]
                 pos += n
-            bar.advance(task, batch.num_tokens)
+            bar.advance(task, len(idx))
             if on_batch is not None:
-                on_batch(batch.num_tokens)
+                on_batch(tokens)
     prm.train(was_training)
     return out
 
