@@ -25,8 +25,13 @@ $(VENV)/.installed-policy: $(VENV)/.installed
 
 install-policy: $(VENV)/.installed-policy
 
+POOL_SAMPLE := src/dreamprm_code/data/samples/humaneval-pool-40.jsonl
 demo: install-policy
 	$(VENV)/bin/dreamprm-code run demo
+	$(VENV)/bin/dreamprm-code score --prm embedded:prm-cpu --problems humaneval --solutions $(POOL_SAMPLE) \
+	  --out runs/demo/pool/scores.jsonl
+	$(VENV)/bin/dreamprm-code evaluate --problems humaneval --solutions $(POOL_SAMPLE) \
+	  --scores prm-cpu=runs/demo/pool/scores.jsonl --out runs/demo/pool
 
 test: install
 	$(VENV)/bin/pytest -q

@@ -55,7 +55,7 @@ def _print_last_validation(path: Path) -> None:
 
 
 def score_command(
-    prm: Path = typer.Option(..., "--prm", help="PRM checkpoint directory"),
+    prm: Path = typer.Option(..., "--prm", help="PRM checkpoint directory, or embedded:NAME (a PRM shipped with the package)"),
     solutions: Path = typer.Option(..., "--solutions", help="candidates: our JSONL, a LiveCodeBench export, or a pool"),
     problems: str = typer.Option(..., "--problems", help="problem source (statements go into the PRM's input)"),
     out: Path = typer.Option(..., "--out", help="step scores JSONL; run again to resume"),

@@ -177,7 +177,8 @@ def score_to_file(
     from dreamprm_code.io import JsonlAppender
 
     with JsonlAppender(out, key=lambda r: r["solution_id"]) as sink:
-        todo = [s for s in solutions if s.id not in sink.done]
+        # a problem's candidates in one chunk where they fit, so they share its header's cache
+        todo = sorted((s for s in solutions if s.id not in sink.done), key=lambda s: s.problem_id)
         pieces = [list(todo[i : i + chunk]) for i in range(0, len(todo), max(1, chunk))]
         with make_progress(disable=not progress) as bar:
             task = bar.add_task("score", total=len(todo), info=f"{len(solutions) - len(todo)} already scored")
