@@ -267,6 +267,8 @@ def run_one(
         seed=seed,
         eval_each_epoch=False,
         save_steps=10_000,
+        freeze_backbone=args.frozen_epochs > 0,
+        frozen_epochs=max(1, args.frozen_epochs),
     )
     t0 = time.perf_counter()
     train_prm(config, train_labels, meta_sols, eval_set=[], problems=problems, progress=False)
@@ -423,6 +425,8 @@ def main() -> None:
     ap.add_argument("--scope", default=None, help="meta.scope: head or all (default: the library's)")
     ap.add_argument("--meta-set", dest="meta_set", action="append", default=[], metavar="KEY=VALUE",
                     help="any other CorrectionConfig field, e.g. preconditioner=sgd (repeatable)")
+    ap.add_argument("--frozen-epochs", dest="frozen_epochs", type=int, default=0,
+                    help="> 0: frozen backbone (features cached once), the head trained this many epochs")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/meta-correction-experiment"))
