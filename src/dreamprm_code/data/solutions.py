@@ -61,7 +61,7 @@ class _Ids:
                 return cand
         raise UserError(
             f"problem id {text!r} is not among the {len(self.known)} loaded problems "
-            "(wrong --problems source for this file?)",
+            "(the wrong problem source for this file?)",
             path=path,
             line=line,
             field=field,
@@ -268,7 +268,7 @@ def _ours(path: Path, ids: _Ids) -> list[Solution]:
         if ids.known is not None and rec["problem_id"] not in ids.known:
             raise UserError(
                 f"problem id {rec['problem_id']!r} is not among the {len(ids.known)} loaded problems "
-                "(wrong --problems source for this file?)",
+                "(the wrong problem source for this file?)",
                 path=path,
                 line=line,
                 field="problem_id",

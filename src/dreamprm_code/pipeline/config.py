@@ -19,7 +19,7 @@ from dreamprm_code.errors import UserError
 from dreamprm_code.execution.limits import Limits
 from dreamprm_code.labeling.config import LabelConfig
 from dreamprm_code.options import rename_old_keys
-from dreamprm_code.options.models import StageModel, stage_model, validation_error
+from dreamprm_code.options.models import FieldValueError, StageModel, stage_model, validation_error
 from dreamprm_code.policy.base import SamplingParams
 from dreamprm_code.prm.config import TrainConfig
 from dreamprm_code.scaling.select import AGGREGATIONS, Aggregation
@@ -96,10 +96,35 @@ class _TrainFields(StageModel):
     meta_fraction: float = Field(
         0.5, gt=0, le=1, description="share of meta problems the outer step uses; the rest validate every variant"
     )
+    meta_solutions: str | None = Field(
+        None,
+        description="draw the meta set from these solutions instead of held-out training problems: our JSONL, a "
+        "MapCoder pool (file or folder) or a LiveCodeBench export; candidates without a verdict are executed once "
+        "(cached in the run), problems that are also training or evaluation problems are dropped, and every "
+        "training problem is labelled (meta_share is not used)",
+    )
+    meta_problems: str | None = Field(
+        None, description="the problem source those solutions belong to (statements and tests), e.g. "
+        "apps-stdin:PATH; required with meta_solutions",
+    )
     num_processes: int = Field(
         1, ge=1, description="training processes (one per GPU): above 1 the pipeline runs `train` under "
         "`accelerate launch --num_processes N` (DDP) and waits for it",
     )
+
+    @model_validator(mode="after")
+    def _meta_source(self) -> _TrainFields:
+        if self.meta_solutions and not self.meta_problems:
+            raise FieldValueError("the problem source of meta_solutions is required (e.g. apps-stdin:PATH)",
+                                  "meta_problems")
+        if self.meta_problems and not self.meta_solutions:
+            raise FieldValueError("is only used with meta_solutions", "meta_problems")
+        return self
+
+    @property
+    def held_out_share(self) -> float:
+        """The share of training problems held out of labelling: none when the meta set comes from elsewhere."""
+        return 0.0 if self.meta_solutions else self.meta_share
 
 
 #: The trainer's settings a pipeline sets; each variant sets the correction mode and outcome_only.

@@ -12,6 +12,8 @@ Training problems are split by problem (``problems/split.json``): the ``label`` 
 labelled by rollouts and trains every variant; the held-out ``meta`` part (whole solutions
 with verdicts) is split again by problem (``meta.metaset.split_meta_set``): its first share
 drives the label-correction outer step, the rest validates every variant.
+With ``train.meta_solutions`` the meta part comes from those solutions instead (the
+``meta-set`` stage, :mod:`dreamprm_code.pipeline.metapool`) and every training problem is labelled.
 Evaluation problems never enter training, labelling or the meta set.
 """
 
@@ -59,6 +61,10 @@ class RunDir:
         self.solutions_eval = root / "solutions" / "eval.jsonl"
         self.solutions_meta = root / "solutions" / "meta.jsonl"
         self.solutions_val = root / "solutions" / "val.jsonl"
+        self.problems_meta = root / "problems" / "meta-pool.jsonl"
+        self.meta_pool = root / "solutions" / "meta-pool.jsonl"
+        self.meta_pool_summary = root / "solutions" / "meta-pool.json"
+        self.problems_prm = root / "problems" / "train-and-meta-pool.jsonl"
         self.labels = root / "labels" / "labels.jsonl"
         self.models = root / "models"
         self.scores = root / "scores"
@@ -149,13 +155,13 @@ def _load_solutions(path: Path) -> list[Solution]:
 
 
 def _meta_split(
-    config: PipelineConfig, split: dict[str, list[str]], train_solutions: list[Solution], eval_problems: list[Problem]
+    config: PipelineConfig, split: dict[str, list[str]], pool: list[Solution], eval_problems: list[Problem]
 ) -> tuple[list[Solution], list[Solution]]:
-    """The held-out training problems' solutions, by problem: (outer-step meta set, validation set)."""
+    """The meta pool's solutions (the held-out training problems', or ``train.meta_solutions``),
+    split by problem: (outer-step meta set, validation set)."""
     from dreamprm_code.meta.metaset import split_meta_set
 
-    pool = set(split["meta"])
-    held = [s for s in train_solutions if s.problem_id in pool]
+    held = pool if config.train.meta_solutions else [s for s in pool if s.problem_id in set(split["meta"])]
     if not held:
         return [], []
     parts = split_meta_set(held, config.train.meta_fraction, config.train.seed,
@@ -173,28 +179,30 @@ class RunResult:
     timings: dict[str, float]
 
 
-def train_launch_command(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool) -> list[str]:
+def train_launch_command(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool,
+                         problems: Path | None = None) -> list[str]:
     """``accelerate launch`` of the stand-alone ``train`` command on this run's files, with the
     pipeline's own :class:`~dreamprm_code.prm.TrainConfig` (``models/V.train_config.json``), so the
     pipeline's in-process trainer then finds the state complete and only writes the checkpoint.
     No held-out labels (``labels/no-holdout.jsonl`` is empty): the pipeline validates on
-    ``solutions/val.jsonl`` itself. ``--multi_gpu`` is DDP (NCCL on GPUs; gloo on CPUs when no
-    GPU is visible)."""
+    ``solutions/val.jsonl`` itself. ``problems``: the statements' file (default: the training
+    problems'). ``--multi_gpu`` is DDP (NCCL on GPUs; gloo on CPUs when no GPU is visible)."""
     out = Path(tc.output_dir)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu",
            "-m", "dreamprm_code", "train",
            "--labels", str(run.labels), "--eval-labels", str(run.root / "labels" / "no-holdout.jsonl"),
-           "--problems", str(run.problems_train), "--output-dir", str(out),
+           "--problems", str(problems or run.problems_train), "--output-dir", str(out),
            "--config", str(out.parent / f"{out.name}.train_config.json")]
     if with_meta:
         cmd += ["--meta", str(run.solutions_meta)]
     return cmd
 
 
-def launch_training(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool) -> None:
+def launch_training(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool,
+                    problems: Path | None = None) -> None:
     """Train one variant in ``num_processes`` processes and wait; a failure names the command."""
-    cmd = train_launch_command(run, tc, num_processes, with_meta=with_meta)
+    cmd = train_launch_command(run, tc, num_processes, with_meta=with_meta, problems=problems)
     out = Path(tc.output_dir)
     atomic_write_json(out.parent / f"{out.name}.train_config.json", tc.to_dict())
     holdout = run.root / "labels" / "no-holdout.jsonl"
@@ -207,9 +215,43 @@ def launch_training(run: RunDir, tc: Any, num_processes: int, *, with_meta: bool
                         field="train.num_processes")
 
 
+def _meta_set_stage(config: PipelineConfig, run: RunDir, stages: Stages, train_problems: list[Problem],
+                    eval_problems: list[Problem], *, show_progress: bool) -> tuple[list[Problem], dict[str, Any]]:
+    """Stage ``meta-set``: ``train.meta_solutions`` less the run's own problems, every candidate with a
+    verdict, in ``solutions/meta-pool.jsonl`` (so a resumed run executes nothing again); returns the
+    pool's problems and what was kept and dropped (``solutions/meta-pool.json``)."""
+    from dreamprm_code.embedded import sha256_of
+    from dreamprm_code.pipeline.metapool import draw_meta_pool, source_files
+
+    tc = config.train
+    assert tc.meta_solutions and tc.meta_problems
+    digest, _ = sha256_of(source_files(tc.meta_solutions))
+    fp = fingerprint(config.train_problems, config.eval_problems, tc.meta_solutions, tc.meta_problems, digest,
+                     config.execution.timeout)
+
+    def stage() -> None:
+        pool = draw_meta_pool(tc.meta_solutions, tc.meta_problems, training=train_problems, evaluation=eval_problems,
+                              limits=config.execution.build(), workers=config.execution.workers or 2,
+                              cache_dir=run.exec_cache, show_progress=show_progress)
+        atomic_write_jsonl(run.problems_meta, [p.to_dict() for p in pool.problems])
+        atomic_write_jsonl(run.problems_prm, [p.to_dict() for p in [*train_problems, *pool.problems]])
+        atomic_write_jsonl(run.meta_pool, [s.to_dict() for s in pool.solutions])
+        atomic_write_json(run.meta_pool_summary, pool.summary)
+        s = pool.summary
+        console.print(
+            f"  meta pool: {s['solutions']} solutions ({s['passing']} passing, {s['executed']} executed) of "
+            f"{s['problems']} problems from {tc.meta_solutions}; dropped {s['dropped_training_problems']} training "
+            f"and {s['dropped_evaluation_problems']} evaluation problems ({s['dropped_solutions']} solutions)"
+        )
+
+    stages.run_stage("meta-set", fp, stage)
+    return _load_problems(run.problems_meta), json.loads(run.meta_pool_summary.read_text(encoding="utf-8"))
+
+
 def stage_names(config: PipelineConfig) -> list[str]:
     """Every stage of a run, in order."""
-    names = ["problems", "generate-train", "generate-eval", "label"]
+    names = ["problems", *(["meta-set"] if config.train.meta_solutions else []), "generate-train", "generate-eval",
+             "label"]
     for v in config.train.variants:
         names += [f"train-{v}", f"score-{v}"]
     return [*names, "evaluate"]
@@ -225,12 +267,12 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     console.rule(f"dreamprm-code run {config.name}: {run.root}")
 
     # --- problems -------------------------------------------------------------------------------
-    fp_problems = fingerprint(config.train_problems, config.eval_problems, config.train.meta_share,
+    fp_problems = fingerprint(config.train_problems, config.eval_problems, config.train.held_out_share,
                               config.train.seed)
 
     def stage_problems() -> None:
         train, evaluation = split_train_eval(config.train_problems, config.eval_problems)
-        split = split_training_problems([p.id for p in train], config.train.meta_share, config.train.seed)
+        split = split_training_problems([p.id for p in train], config.train.held_out_share, config.train.seed)
         atomic_write_jsonl(run.problems_train, [p.to_dict() for p in train])
         atomic_write_jsonl(run.problems_eval, [p.to_dict() for p in evaluation])
         atomic_write_json(run.split, split)
@@ -243,6 +285,11 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     train_problems = _load_problems(run.problems_train)
     eval_problems = _load_problems(run.problems_eval)
     split: dict[str, list[str]] = json.loads(run.split.read_text(encoding="utf-8"))
+    meta_problems: list[Problem] = []
+    meta_pool: dict[str, Any] | None = None
+    if config.train.meta_solutions:
+        meta_problems, meta_pool = _meta_set_stage(config, run, stages, train_problems, eval_problems,
+                                                   show_progress=show_progress)
 
     from dreamprm_code.execution import Executor
 
@@ -289,7 +336,8 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
         eval_solutions = _load_solutions(run.solutions_eval)
         labelled = set(split["label"])
         label_solutions_ = [s for s in train_solutions if s.problem_id in labelled]
-        meta_set, val_set = _meta_split(config, split, train_solutions, eval_problems)
+        pool = _load_solutions(run.meta_pool) if meta_pool is not None else train_solutions
+        meta_set, val_set = _meta_split(config, split, pool, eval_problems)
         # the meta and validation parts as files too, for `dreamprm-code train` (e.g. under accelerate launch)
         atomic_write_jsonl(run.solutions_meta, [s.to_dict() for s in meta_set])
         atomic_write_jsonl(run.solutions_val, [s.to_dict() for s in val_set])
@@ -324,6 +372,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     train_settings.pop("variants")
     train_settings.pop("num_processes")  # how, not what
     fallbacks: dict[str, str] = {}
+    prm_problems = train_problems + meta_problems  # statements of the labels', meta and validation solutions
     for variant in config.train.variants:
         correction, outcome_only = VARIANTS[variant]
         fp_train = fingerprint(fp_label, train_settings, variant)
@@ -334,10 +383,11 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
             tc = config.train.build(output_dir=str(run.model(variant)), outcome_only=outcome_only,
                                     meta={**config.train.meta.model_dump(), "mode": correction})
             if config.train.num_processes > 1:  # the processes train; this one then finds them done
-                launch_training(run, tc, config.train.num_processes, with_meta=correction != "none")
+                launch_training(run, tc, config.train.num_processes, with_meta=correction != "none",
+                                problems=run.problems_prm if meta_problems else None)
             try:
                 train_prm(tc, labels, meta_set=meta_set if correction != "none" else None, eval_set=val_set,
-                          problems=train_problems, progress=show_progress)
+                          problems=prm_problems, progress=show_progress)
             except UserError as exc:
                 if exc.field != "meta" or "passing" not in exc.message:
                     raise
@@ -345,7 +395,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
                 console.print(f"[yellow]{variant}: {exc.message}; trained without correction[/]")
                 fallbacks[variant] = f"{exc.message}; trained without correction"
                 tc.meta = type(tc.meta).from_dict({**tc.meta.to_dict(), "mode": "none"})
-                train_prm(tc, labels, meta_set=None, eval_set=val_set, problems=train_problems,
+                train_prm(tc, labels, meta_set=None, eval_set=val_set, problems=prm_problems,
                           progress=show_progress)
 
         stages.run_stage(f"train-{variant}", fp_train, train)
@@ -394,7 +444,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
             "meta_problems": sorted({s.problem_id for s in meta_set}),
             "validation_problems": sorted({s.problem_id for s in val_set}),
             "labels": len(labels), "train_solutions": len(train_solutions),
-            "correction_fallbacks": fallbacks,
+            "correction_fallbacks": fallbacks, "meta_pool": meta_pool,
         }
         write_report(
             report, run.report, problems=eval_problems, solutions=eval_solutions, score_sets=score_sets,

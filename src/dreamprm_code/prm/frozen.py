@@ -33,23 +33,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from dreamprm_code.data.split import held_out
 from dreamprm_code.errors import UserError
 from dreamprm_code.io import JsonlAppender, atomic_write_json
 from dreamprm_code.prm.checkpoint import save_prm
 from dreamprm_code.prm.data import (
     Example,
     StepBatch,
-    collate,
-    epoch_batches,
-    examples_from_labels,
-    examples_from_solutions,
 )
 from dreamprm_code.prm.model import (
     ProcessRewardModel,
     StepHead,
     build_prm,
-    resolve_backbone,
     step_feature_batches,
 )
 from dreamprm_code.progress import make_progress
@@ -214,16 +208,11 @@ def extract_features(prm: ProcessRewardModel, examples: Sequence[Example], store
             "tokens_per_s": tokens / seconds if tokens else 0.0, "cached_rows": len(store)}
 
 
-def train_frozen(
-    config: TrainConfig,
-    labels: Sequence[StepLabel],
-    meta_set: Sequence[Solution] | None = None,
-    eval_set: Sequence[StepLabel] | Sequence[Solution] | None = None,
-    *,
-    problems: Sequence[Problem] | Mapping[str, Problem] | None = None,
-    progress: bool = True,
-) -> Path:
-    """:func:`~dreamprm_code.prm.train.train_prm` with the backbone frozen (``config.freeze_backbone``).
+def train_frozen(config: TrainConfig, out: Path, labels: Sequence[StepLabel], meta_set: Sequence[Solution] | None,
+                 eval_set: Sequence[StepLabel] | Sequence[Solution],
+                 problems: Sequence[Problem] | Mapping[str, Problem] | None, *, progress: bool = True) -> Path:
+    """:func:`~dreamprm_code.prm.train.train_prm` with the backbone frozen (``config.freeze_backbone``),
+    called by it on the labels and validation set it checked and split.
 
     Same data handling, correction and checkpoint; the backbone runs once per sequence, then the
     head trains for ``config.frozen_epochs`` epochs (``config.num_train_epochs`` is for the fine-tuning
@@ -235,105 +224,42 @@ def train_frozen(
 
     if config.frozen_epochs < 1:
         raise UserError(f"must be at least 1, got {config.frozen_epochs!r}", field="frozen_epochs")
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pmap = dict(problems) if isinstance(problems, Mapping) else {p.id: p for p in problems or []}
-    if not labels:
-        raise UserError("no training labels", field="labels")
     set_seed(config.seed)
-    if eval_set is None:
-        held = held_out([lab.problem_id for lab in labels], config.val_fraction, config.seed)
-        eval_set = [lab for lab in labels if lab.problem_id in held]
-        labels = [lab for lab in labels if lab.problem_id not in held]
-    if {s.problem_id for s in meta_set or []} & {lab.problem_id for lab in labels}:
-        raise UserError("the meta set must hold problems apart from the training labels", field="meta")
     prm, tokenizer = build_prm(config.backbone, lora_r=0, precision=config.precision, head_hidden=config.head_hidden)
     prm.backbone.requires_grad_(False)
     if torch.cuda.is_available():
         prm.backbone.to("cuda")
     fmt = prm.attach_format(tokenizer, config.max_length, config.max_statement_tokens)
-    prm.spec = {"backbone": config.backbone, "precision": config.precision, "name": out.name}
-    try:
-        prm.spec["backbone_path"] = resolve_backbone(config.backbone)
-    except UserError:
-        pass
-    train_ex = examples_from_labels(labels, fmt, pmap, outcome_only=config.outcome_only)
-    if not train_ex:
-        raise UserError("the labels yield no training examples (outcome_only without final-step labels?)", field="labels")
-    val_ex = tr._eval_examples(eval_set, fmt, pmap) if eval_set else []
-    meta_ex = examples_from_solutions(meta_set, fmt, pmap, final_only=True, with_verdicts=True) if meta_set else []
+    tr.name_backbone(prm, config, out)
+    data = tr.encode_inputs(config, fmt, labels, meta_set, eval_set, problems)
+    data.card["backbone"] = "frozen (features cached once, head trained)"
 
     store = FeatureStore(out / FEATURES_DIR, {
         "backbone": config.backbone, "backbone_path": prm.spec.get("backbone_path", ""),
         "precision": config.precision, "hidden_size": prm.head.in_features,
     })
     log = JsonlAppender(out / "train_log.jsonl")
-    extraction = extract_features(prm, [*train_ex, *val_ex, *meta_ex], store, batch_tokens=config.eval_batch_tokens,
-                                  progress=progress)
+    extraction = extract_features(prm, [*data.train_ex, *data.val_ex, *data.meta_ex], store,
+                                  batch_tokens=config.eval_batch_tokens, progress=progress)
     log.append(extraction)
     model = CachedFeatureModel(prm.head, store, prm.pad_id)
-    correction = tr.make_correction_for(config, labels, meta_ex, prm.pad_id)
-    optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
-    step, epoch, skip = tr._resume(out, config, model, optimizer, scheduler, correction)  # type: ignore[arg-type]
+    correction = tr.make_correction_for(config, labels, data.meta_ex, prm.pad_id)
+    optimizer, scheduler = tr.make_optimizer(model, config)
+    start = tr._resume(out, config, model, optimizer, scheduler, correction)  # type: ignore[arg-type]
     if getattr(correction, "needs_features", False):  # the sweep moves every label from the first refresh
-        for lo in range(0, len(train_ex), config.per_device_train_batch_size):
-            batch = collate(train_ex[lo : lo + config.per_device_train_batch_size], prm.pad_id)
-            with torch.no_grad():
-                z, features = model(batch, with_features=True)
-            correction.observe(batch, features, z)
+        tr._observe_all(model, data.train_ex, correction, config)
     atomic_write_json(out / "train_config.json", config.to_dict())
-    data_info = {
-        "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
-        "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
-        "meta-set solutions": len(meta_set or []), "backbone": "frozen (features cached once, head trained)",
-    }
 
-    def checkpoint(epoch_: int, batch_in_epoch: int) -> None:
-        tr.save_progress(out, model, config, optimizer, scheduler, correction, labels, step, epoch_, batch_in_epoch)
+    def save_state(step: int, epoch: int, batch_in_epoch: int) -> None:
+        tr.save_progress(out, model, config, optimizer, scheduler, correction, labels, step, epoch, batch_in_epoch)
 
-    def validate() -> None:
-        if config.eval_each_epoch and val_ex:
-            log.append({"step": step, "epoch": epoch - 1,
-                        **tr.validate(model, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
+    def epoch_time(step: int, epoch: int, seconds: float) -> None:
+        log.append({"step": step, "epoch": epoch - 1, "epoch_seconds": seconds})
 
-    lengths = [len(e.input_ids) for e in train_ex]
-    total = config.frozen_epochs * math.ceil(len(train_ex) / config.per_device_train_batch_size)
-    total = min(total, config.max_steps) if config.max_steps else total
-    done = lambda: bool(config.max_steps) and step >= config.max_steps  # noqa: E731
-    with make_progress(disable=not progress) as bar:
-        task = bar.add_task("train head", total=total, completed=step, info="")
-        while epoch < config.frozen_epochs and not done():
-            batches = epoch_batches(lengths, config.per_device_train_batch_size, config.seed, epoch)
-            seen, t0, stopped = skip, time.perf_counter(), False
-            model.train()
-            for idx in batches[skip:]:
-                t_step = time.perf_counter()
-                batch = collate([train_ex[i] for i in idx], prm.pad_id)
-                rec = tr.inner_step(model, model, batch, optimizer, correction, config, step)
-                scheduler.step()
-                step, seen = step + 1, seen + 1
-                log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **rec,
-                            "tokens": batch.num_tokens, "seconds": time.perf_counter() - t_step})
-                bar.update(task, advance=1, info=f"loss {rec['loss']:.4f}")
-                if step % config.save_steps == 0:
-                    checkpoint(epoch, seen)
-                if done():
-                    stopped = True
-                    break
-            if stopped:
-                checkpoint(epoch, seen)
-            else:
-                epoch, skip = epoch + 1, 0
-                log.append({"step": step, "epoch": epoch - 1, "epoch_seconds": time.perf_counter() - t0})
-                validate()
-                checkpoint(epoch, 0)
-    if val_ex and config.eval_each_epoch and not any(r.get("step") == step and "val_steps" in r for r in log.records):
-        log.append({"step": step, "epoch": epoch, **tr.validate(model, val_ex, config.eval_aggregate,
-                                                                 config.eval_batch_tokens)})
-    save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step,
+    step, epoch = tr.run_epochs(model, model, data, optimizer, scheduler, correction, config, log,
+                                epochs=config.frozen_epochs, start=start, save_state=save_state,
+                                after_epoch=epoch_time, progress=progress)
+    save_prm(prm, out, {"train": config.to_dict(), "data": data.card, "epochs_done": epoch, "steps": step,
                         "frozen_backbone": True})
     log.close()
     return out
-

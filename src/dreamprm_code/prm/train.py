@@ -1,6 +1,7 @@
 """Training the PRM on Monte-Carlo step labels, with the meta-learned label correction hook.
 
-One readable loop (:func:`train_prm`): length-bucketed batches, soft-label BCE (or MSE),
+One readable loop (:func:`run_epochs`, which the frozen-backbone trainer shares):
+length-bucketed batches, soft-label BCE (or MSE),
 AdamW, gradient clipping, validation each epoch (step AUC, best-of-N on held-out problems),
 and a resumable state saved every ``save_steps`` steps. ``accelerate`` wraps model, optimizer
 and data loaders, so the same code runs on one CPU process or several GPUs. The correction
@@ -13,7 +14,8 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from dreamprm_code.prm.data import (
     examples_from_labels,
     examples_from_solutions,
 )
-from dreamprm_code.prm.model import ProcessRewardModel, build_prm
+from dreamprm_code.prm.model import ProcessRewardModel, build_prm, resolve_backbone
 from dreamprm_code.prm.score import aggregate, score_examples
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
@@ -161,19 +163,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _eval_examples(eval_set: Sequence[StepLabel] | Sequence[Solution], fmt, problems) -> list[Example]:
-    if eval_set and isinstance(eval_set[0], Solution):
-        return examples_from_solutions(eval_set, fmt, problems, with_verdicts=True)  # type: ignore[arg-type]
-    return examples_from_labels(eval_set, fmt, problems)  # type: ignore[arg-type]
-
-
 def train_prm(
     config: TrainConfig,
     labels: Sequence[StepLabel],
     meta_set: Sequence[Solution] | None = None,
     eval_set: Sequence[StepLabel] | Sequence[Solution] | None = None,
     *,
-    problems: Sequence[Problem] | dict[str, Problem] | None = None,
+    problems: Sequence[Problem] | Mapping[str, Problem] | None = None,
     progress: bool = True,
 ) -> Path:
     """Train a PRM on ``labels`` and write a checkpoint to ``config.output_dir``; resumes if stopped.
@@ -183,28 +179,19 @@ def train_prm(
     it, ``val_fraction`` of the labels' problems are held out. ``problems`` supply statements
     and starter code for the input template (without them the template has empty statements).
     """
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels, eval_set = split_inputs(config, labels, meta_set, eval_set)
     if config.freeze_backbone:
         from dreamprm_code.prm.frozen import train_frozen
-        return train_frozen(config, labels, meta_set, eval_set, problems=problems, progress=progress)
+        return train_frozen(config, out, labels, meta_set, eval_set, problems, progress=progress)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pmap = problems if isinstance(problems, dict) else {p.id: p for p in problems or []}
-    if not labels:
-        raise UserError("no training labels", field="labels")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(config.seed)
 
-    # --- data --------------------------------------------------------------------------------
-    if eval_set is None:
-        held = held_out([lab.problem_id for lab in labels], config.val_fraction, config.seed)
-        eval_set = [lab for lab in labels if lab.problem_id in held]
-        labels = [lab for lab in labels if lab.problem_id not in held]
-    meta_problems = {s.problem_id for s in meta_set or []}
-    if meta_problems & {lab.problem_id for lab in labels}:
-        raise UserError("the meta set must hold problems apart from the training labels", field="meta")
+    # --- data and model ----------------------------------------------------------------------
     prm, tokenizer = build_prm(
         config.backbone,
         lora_r=config.lora_r,
@@ -216,64 +203,156 @@ def train_prm(
         gradient_checkpointing=config.gradient_checkpointing,
     )
     fmt = prm.attach_format(tokenizer, config.max_length, config.max_statement_tokens)
-    prm.spec = {"backbone": config.backbone, "precision": config.precision, "name": out.name}
-    try:
-        from dreamprm_code.prm.model import resolve_backbone
-
-        prm.spec["backbone_path"] = resolve_backbone(config.backbone)
-    except UserError:
-        pass
-    train_ex = examples_from_labels(labels, fmt, pmap, outcome_only=config.outcome_only)
-    if not train_ex:
-        raise UserError("the labels yield no training examples (outcome_only without final-step labels?)", field="labels")
-    val_ex = _eval_examples(eval_set, fmt, pmap) if eval_set else []
-    meta_ex = examples_from_solutions(meta_set, fmt, pmap, final_only=True, with_verdicts=True) if meta_set else []
-    correction = make_correction_for(config, labels, meta_ex, prm.pad_id)
-    optimizer = torch.optim.AdamW([p for _, p in prm.trainable_parameters()], lr=config.learning_rate, weight_decay=config.weight_decay)
-    data_info = {  # for the model card
-        "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
-        "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
-        "meta-set solutions": len(meta_set or []),
-    }
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
-    step, epoch, skip = _resume(out, config, prm, optimizer, scheduler, correction)
+    name_backbone(prm, config, out)
+    data = encode_inputs(config, fmt, labels, meta_set, eval_set, problems)
+    correction = make_correction_for(config, labels, data.meta_ex, prm.pad_id)
+    optimizer, scheduler = make_optimizer(prm, config)
+    start = _resume(out, config, prm, optimizer, scheduler, correction)
     if getattr(correction, "needs_features", False):
-        _observe_all(prm, train_ex, correction, config, accelerator.device)
+        _observe_all(prm, data.train_ex, correction, config, accelerator.device)
     model, _ = accelerator.prepare(prm, optimizer)
     atomic_write_json(out / "train_config.json", config.to_dict())
     rank = accelerator.process_index
     log = JsonlAppender(out / ("train_log.jsonl" if rank == 0 else f"train_log.rank{rank}.jsonl"))
 
-    def checkpoint(epoch_: int, batch_in_epoch: int) -> None:
-        accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:
-            return
-        save_progress(out, prm, config, optimizer, scheduler, correction, labels, step, epoch_, batch_in_epoch)
-
-    def finish_epoch() -> None:
-        if config.eval_each_epoch and val_ex:
-            log.append({"step": step, "epoch": epoch - 1, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
-        checkpoint(epoch, 0)
+    def save_model(step: int, epoch: int) -> None:
         if accelerator.is_main_process:
-            save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
+            save_prm(prm, out, {"train": config.to_dict(), "data": data.card, "epochs_done": epoch, "steps": step})
 
-    # --- the loop ------------------------------------------------------------------------------
-    lengths = [len(e.input_ids) for e in train_ex]
-    total = config.num_train_epochs * math.ceil(len(train_ex) / config.per_device_train_batch_size)
+    def save_state(step: int, epoch: int, batch_in_epoch: int) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_progress(out, prm, config, optimizer, scheduler, correction, labels, step, epoch, batch_in_epoch)
+
+    def batches(order: list[list[int]], skip: int) -> Iterable[StepBatch]:
+        loader = torch.utils.data.DataLoader(data.train_ex, batch_sampler=order,
+                                             collate_fn=lambda exs: collate(exs, prm.pad_id))
+        loader = accelerator.prepare(loader)
+        return accelerator.skip_first_batches(loader, skip) if skip else loader
+
+    step, epoch = run_epochs(
+        model, prm, data, optimizer, scheduler, correction, config, log, epochs=config.num_train_epochs, start=start,
+        batches=batches, save_state=save_state, after_epoch=lambda step, epoch, _seconds: save_model(step, epoch),
+        backward=accelerator.backward, progress=progress and accelerator.is_main_process,
+    )
+    save_model(step, epoch)
+    log.close()
+    return out
+
+
+@dataclass
+class TrainData:
+    """The encoded examples of a run and its model card's data section."""
+
+    train_ex: list[Example]
+    val_ex: list[Example]
+    meta_ex: list[Example]
+    card: dict[str, Any]
+
+
+def split_inputs(config: TrainConfig, labels: Sequence[StepLabel], meta_set: Sequence[Solution] | None,
+                 eval_set: Sequence[StepLabel] | Sequence[Solution] | None
+                 ) -> tuple[Sequence[StepLabel], Sequence[StepLabel] | Sequence[Solution]]:
+    """The training labels and the validation set (``val_fraction`` of the labels' problems when
+    none is given); a meta set sharing a problem with the training labels is refused."""
+    if not labels:
+        raise UserError("no training labels", field="labels")
+    if eval_set is None:
+        held = held_out([lab.problem_id for lab in labels], config.val_fraction, config.seed)
+        eval_set = [lab for lab in labels if lab.problem_id in held]
+        labels = [lab for lab in labels if lab.problem_id not in held]
+    if {s.problem_id for s in meta_set or []} & {lab.problem_id for lab in labels}:
+        raise UserError("the meta set must hold problems apart from the training labels", field="meta")
+    return labels, eval_set
+
+
+def encode_inputs(config: TrainConfig, fmt: Any, labels: Sequence[StepLabel], meta_set: Sequence[Solution] | None,
+                  eval_set: Sequence[StepLabel] | Sequence[Solution],
+                  problems: Sequence[Problem] | Mapping[str, Problem] | None) -> TrainData:
+    """Training, validation and meta examples in the model's input format."""
+    pmap = dict(problems) if isinstance(problems, Mapping) else {p.id: p for p in problems or []}
+    train_ex = examples_from_labels(labels, fmt, pmap, outcome_only=config.outcome_only)
+    if not train_ex:
+        raise UserError("the labels yield no training examples (outcome_only without final-step labels?)", field="labels")
+    if eval_set and isinstance(eval_set[0], Solution):
+        val_ex = examples_from_solutions(eval_set, fmt, pmap, with_verdicts=True)  # type: ignore[arg-type]
+    else:
+        val_ex = examples_from_labels(eval_set, fmt, pmap)  # type: ignore[arg-type]
+    meta_ex = examples_from_solutions(meta_set, fmt, pmap, final_only=True, with_verdicts=True) if meta_set else []
+    card = {
+        "training step labels": len(labels), "training candidates": len({lab.solution_id for lab in labels}),
+        "training problems": len({lab.problem_id for lab in labels}), "held-out examples": len(val_ex),
+        "meta-set solutions": len(meta_set or []),
+    }
+    return TrainData(train_ex, val_ex, meta_ex, card)
+
+
+def name_backbone(prm: ProcessRewardModel, config: TrainConfig, out: Path) -> None:
+    """What the checkpoint says it was trained from (``prm.spec``), with the backbone's local path when known."""
+    prm.spec = {"backbone": config.backbone, "precision": config.precision, "name": out.name}
+    try:
+        prm.spec["backbone_path"] = resolve_backbone(config.backbone)
+    except UserError:
+        pass
+
+
+def make_optimizer(model: Any, config: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters, with a linear warm-up then a constant rate."""
+    optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+    return optimizer, scheduler
+
+
+def run_epochs(
+    model: torch.nn.Module,
+    prm: Any,
+    data: TrainData,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    correction: CorrectionHook,
+    config: TrainConfig,
+    log: JsonlAppender,
+    *,
+    epochs: int,
+    start: tuple[int, int, int],
+    save_state: Callable[[int, int, int], None],
+    batches: Callable[[list[list[int]], int], Iterable[StepBatch]] | None = None,
+    after_epoch: Callable[[int, int, float], None] | None = None,
+    backward: Any = None,
+    progress: bool = True,
+) -> tuple[int, int]:
+    """The training loop of both trainers: from ``start`` (step, epoch, batch in epoch) until
+    ``epochs`` or ``config.max_steps``, one :func:`inner_step` and one log line per batch.
+
+    ``model`` is what the forward and backward go through, ``prm`` the module itself (validated
+    with ``data.val_ex`` after each epoch). ``batches(order, skip)``: the epoch's batches from its
+    index order, less the first ``skip`` (default: collated in this process). ``save_state(step,
+    epoch, batch_in_epoch)`` saves the resumable state every ``save_steps`` steps, at each epoch's
+    end and where ``max_steps`` stops; ``after_epoch(step, epoch, seconds)`` runs after it at an epoch's
+    end. Returns (step, epoch) where it stopped.
+    """
+    step, epoch, skip = start
+    if batches is None:
+        def batches(order: list[list[int]], skip: int) -> Iterable[StepBatch]:
+            return (collate([data.train_ex[i] for i in idx], prm.pad_id) for idx in order[skip:])
+
+    def validate_now() -> dict[str, Any]:
+        return validate(prm, data.val_ex, config.eval_aggregate, config.eval_batch_tokens)
+
+    lengths = [len(e.input_ids) for e in data.train_ex]
+    total = epochs * math.ceil(len(data.train_ex) / config.per_device_train_batch_size)
     total = min(total, config.max_steps) if config.max_steps else total
     done = lambda: bool(config.max_steps) and step >= config.max_steps  # noqa: E731
-    with make_progress(disable=not progress or not accelerator.is_main_process) as bar:
+    with make_progress(disable=not progress) as bar:
         task = bar.add_task("train", total=total, completed=step, info="")
-        while epoch < config.num_train_epochs and not done():
-            loader = torch.utils.data.DataLoader(train_ex, batch_sampler=epoch_batches(lengths, config.per_device_train_batch_size, config.seed, epoch),
-                                                 collate_fn=lambda exs: collate(exs, prm.pad_id))
-            loader = accelerator.prepare(loader)
-            loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        while epoch < epochs and not done():
+            order = epoch_batches(lengths, config.per_device_train_batch_size, config.seed, epoch)
             seen, t0, tokens, stopped = skip, time.perf_counter(), 0, False
             model.train()
-            for batch in loader:
+            for batch in batches(order, skip):
                 t_step = time.perf_counter()
-                rec = inner_step(model, prm, batch, optimizer, correction, config, step, accelerator.backward)
+                rec = inner_step(model, prm, batch, optimizer, correction, config, step, backward)
                 scheduler.step()
                 step, seen, tokens = step + 1, seen + 1, tokens + batch.num_tokens
                 now = time.perf_counter()
@@ -282,21 +361,22 @@ def train_prm(
                             "tokens": batch.num_tokens, "seconds": now - t_step, "tokens_per_s": rate})
                 bar.update(task, advance=1, info=f"loss {rec['loss']:.4f}  {rate:,.0f} tok/s")
                 if step % config.save_steps == 0:
-                    checkpoint(epoch, seen)
+                    save_state(step, epoch, seen)
                 if done():
                     stopped = True
                     break
             if stopped:
-                checkpoint(epoch, seen)
-            else:
-                epoch, skip = epoch + 1, 0
-                finish_epoch()
-    if val_ex and config.eval_each_epoch and not any(r.get("step") == step and "val_steps" in r for r in log.records):
-        log.append({"step": step, "epoch": epoch, **validate(prm, val_ex, config.eval_aggregate, config.eval_batch_tokens)})
-    if accelerator.is_main_process:
-        save_prm(prm, out, {"train": config.to_dict(), "data": data_info, "epochs_done": epoch, "steps": step})
-    log.close()
-    return out
+                save_state(step, epoch, seen)
+                break
+            epoch, skip = epoch + 1, 0
+            if config.eval_each_epoch and data.val_ex:
+                log.append({"step": step, "epoch": epoch - 1, **validate_now()})
+            save_state(step, epoch, 0)
+            if after_epoch is not None:
+                after_epoch(step, epoch, time.perf_counter() - t0)
+    if data.val_ex and config.eval_each_epoch and not any(r.get("step") == step and "val_steps" in r for r in log.records):
+        log.append({"step": step, "epoch": epoch, **validate_now()})
+    return step, epoch
 
 
 def save_progress(out: Path, module: torch.nn.Module, config: TrainConfig, optimizer: Any, scheduler: Any,
@@ -315,15 +395,17 @@ def save_progress(out: Path, module: torch.nn.Module, config: TrainConfig, optim
     ])
 
 
-def _observe_all(prm: ProcessRewardModel, examples: Sequence[Example], correction: Any, config: TrainConfig,
-                 device: torch.device) -> None:
+def _observe_all(prm: Any, examples: Sequence[Example], correction: Any, config: TrainConfig,
+                 device: torch.device | None = None) -> None:
     """One forward pass without a graph over the training set, so that the sweep moves every
-    label from the first refresh on (not only those of batches already trained)."""
+    label from the first refresh on (not only those of batches already trained); ``device``:
+    where the batches go (None: they stay, as for cached features)."""
     order = sorted(examples, key=lambda e: len(e.input_ids))  # little padding
     prm.eval()
     with torch.no_grad():
         for lo in range(0, len(order), config.per_device_train_batch_size):
-            batch = collate(order[lo : lo + config.per_device_train_batch_size], prm.pad_id).to(device)
+            batch = collate(order[lo : lo + config.per_device_train_batch_size], prm.pad_id)
+            batch = batch.to(device) if device is not None else batch
             z, features = prm(batch, with_features=True)
             correction.observe(batch, features, z)
     prm.train()

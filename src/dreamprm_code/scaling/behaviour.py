@@ -17,11 +17,14 @@ import re
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamprm_code.io import JsonlAppender
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, TestCase
+
+if TYPE_CHECKING:
+    from dreamprm_code.execution.limits import Limits
 
 
 def vote_tests(problem: Problem, max_tests: int = 3) -> list[TestCase]:
@@ -113,12 +116,14 @@ def fill_verdicts(
     *,
     cache_dir: str | Path | None = None,
     workers: int = 2,
+    limits: Limits | None = None,
     show_progress: bool = True,
 ) -> int:
     """Run candidates that have no verdict on all their problem's tests; returns how many ran.
 
     The execution stage's cache (``cache_dir/exec-cache.jsonl``) makes a re-run free and a killed
-    run resumable. Verdicts and results are set on the solution records in place.
+    run resumable. Verdicts and results are set on the solution records in place. ``limits``:
+    the execution stage's (default: ``Limits()``), so verdicts agree with the candidates' own.
     """
     from dreamprm_code.execution import Executor
 
@@ -126,7 +131,7 @@ def fill_verdicts(
     todo = [s for s in solutions if s.verdict is None and s.problem_id in by_id]
     if not todo:
         return 0
-    with Executor(workers=max(1, workers), cache_dir=cache_dir) as ex:
+    with Executor(limits=limits, workers=max(1, workers), cache_dir=cache_dir) as ex:
         results = ex.run_many([(by_id[s.problem_id], s.code) for s in todo], progress=show_progress)
     for sol, res in zip(todo, results, strict=True):
         sol.verdict = res.verdict
