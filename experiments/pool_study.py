@@ -62,9 +62,9 @@ from dreamprm_code.scaling.metrics import paired_bootstrap  # noqa: E402
 from dreamprm_code.scaling.scores import load_step_scores  # noqa: E402
 from meta_correction_experiment import _norm, reference_labels  # noqa: E402
 
-VARIANTS = {  # name -> (outcome_only, correction mode)
-    "ORM": (True, "none"),
+VARIANTS = {  # name -> (outcome_only, correction mode); PRM first: it extracts the features all share
     "PRM": (False, "none"),
+    "ORM": (True, "none"),
     "PRM-weights": (False, "weights"),
     "DreamPRM-Code": (False, "labels"),
 }
