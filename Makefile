@@ -30,7 +30,7 @@ demo: install-policy
 	$(VENV)/bin/dreamprm-code run demo
 	$(VENV)/bin/dreamprm-code score --prm embedded:prm-cpu --problems humaneval --solutions $(POOL_SAMPLE) \
 	  --out runs/demo/pool/scores.jsonl
-	$(VENV)/bin/dreamprm-code evaluate --problems humaneval --solutions $(POOL_SAMPLE) \
+	$(VENV)/bin/dreamprm-code evaluate --execute --problems humaneval --solutions $(POOL_SAMPLE) \
 	  --scores prm-cpu=runs/demo/pool/scores.jsonl --out runs/demo/pool
 
 test: install

@@ -303,3 +303,12 @@ def test_shared_header_cache_gives_the_full_pass_scores(prm, tok, monkeypatch):
     for a, b in zip(full, shared, strict=True):
         assert a == pytest.approx(b, abs=1e-5)
     assert shared[0] == shared[3]  # the duplicate candidate, run once
+
+
+def test_an_empty_candidate_gets_no_scores_and_ranks_last(prm):
+    """A pool can hold empty candidates (a model that replied with no code): scoring keeps going,
+    gives them no step scores, and ``aggregate`` makes them NaN, which evaluate ranks last."""
+    sols = [Solution("p1", 0, CODE, steps=_steps(CODE)), Solution("p1", 1, "   \n")]
+    out = score_solutions(prm, {}, sols)
+    assert len(out[0].scores) == 3 and out[1].scores == [] and out[1].meta["empty_code"]
+    assert math.isnan(aggregate(out[1].scores, "min"))

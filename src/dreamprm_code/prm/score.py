@@ -86,7 +86,8 @@ def score_solutions(
     if prm.prompt_format is None:
         raise UserError("the PRM has no input format attached (load it with load_prm)")
     pmap = _problem_map(problems)
-    examples = examples_from_solutions(solutions, prm.prompt_format, pmap)
+    # an empty candidate has no step to score: no scores, so it ranks last (aggregate -> NaN)
+    examples = examples_from_solutions([s for s in solutions if s.code.strip()], prm.prompt_format, pmap)
     probs = score_examples(prm, examples, batch_tokens=batch_tokens, progress=progress)
     per_solution: dict[str, dict[int, float]] = {s.id: {} for s in solutions}
     for ex, ps in zip(examples, probs, strict=True):
@@ -102,7 +103,8 @@ def score_solutions(
                 problem_id=sol.problem_id,
                 scores=scores,
                 model=model_name,
-                meta={"num_steps": len(scores), "min": aggregate(scores, "min"), "last": aggregate(scores, "last")},
+                meta={"num_steps": len(scores), "min": aggregate(scores, "min"), "last": aggregate(scores, "last")}
+                if scores else {"num_steps": 0, "empty_code": True},
             )
         )
     return out
