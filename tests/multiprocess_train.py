@@ -62,7 +62,7 @@ def main() -> None:
     config = TrainConfig(
         backbone=str(backbone), output_dir=str(out / "prm"), lora_r=4, learning_rate=3e-3, num_train_epochs=2, per_device_train_batch_size=2,
         max_length=256, warmup_steps=1, meta={"mode": "labels", "refresh": 1, "meta_lr": 0.2,
-        "batch_size": 4}, precision=precision, eval_each_epoch=False,
+        "batch_size": 4}, precision=precision, eval_each_epoch=False, report_to=["tensorboard"],
     )
     made = []  # this rank's Correction, to read its own copy of the labels after training
 

@@ -1,5 +1,6 @@
 """Several training processes (``torch.distributed.run``, gloo on this machine's CPUs): the trainer
-runs under DDP and every rank ends with the same corrected labels, the ones saved."""
+runs under DDP, every rank ends with the same corrected labels, the ones saved, and only the main
+process reports to the trackers."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def test_two_processes_share_one_set_of_corrected_labels(tmp_path):
     assert len(first) == 16 and all(abs(v - 0.5) > 1e-6 for v in first)
     logs = [json.loads(line) for line in (tmp_path / "prm" / "train_log.rank1.jsonl").read_text().splitlines()]
     assert logs and all("meta_loss" in r for r in logs)
+    # the trackers run on the main process only: one event file, rank 0's records
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = tmp_path / "prm" / "runs" / "dreamprm-code"
+    assert len(list(runs.glob("events.out.tfevents.*"))) == 1
+    acc = EventAccumulator(str(runs), size_guidance={"scalars": 0})
+    acc.Reload()
+    rank0_log = [json.loads(line) for line in (tmp_path / "prm" / "train_log.jsonl").read_text().splitlines()]
+    assert [e.step for e in acc.Scalars("meta_loss")] == [r["step"] for r in rank0_log if "meta_loss" in r]
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx([r["loss"] for r in rank0_log if "loss" in r])

@@ -4,7 +4,8 @@ Each field of a stage's settings dataclass carries its default, its type (allowe
 ``Literal``) and its help text (``field(metadata={"help": ...})``, or :func:`option`). From it:
 
 - :func:`options_from` generates the typer options of a command (one ``--flag`` per field,
-  ``--x/--no-x`` for a bool, a choice list for a ``Literal``, nested dataclasses flattened with
+  ``--x/--no-x`` for a bool, a choice list for a ``Literal``, a repeatable option for a
+  ``list[X]`` (or ``list[X] | str``), nested dataclasses flattened with
   a prefix: field ``meta: CorrectionConfig`` gives ``--meta-lr`` for ``meta.lr``), an optional
   ``--config FILE`` (JSON or YAML of the same fields; options typed on the command line win)
   and hidden deprecated flags that still work and say what replaced them;
@@ -137,6 +138,16 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
         if len(args) == 1 and len(get_args(tp)) == 2:
             return args[0], True
     return tp, False
+
+
+def _list_or_str(tp: Any) -> Any:
+    """``list[X] | str`` -> ``list[X]``: on the command line such a field is a list option (one word, one item)."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = set(get_args(tp))
+        lists = [a for a in args if get_origin(a) is list]
+        if len(lists) == 1 and args - set(lists) == {str}:
+            return lists[0]
+    return tp
 
 
 def _literal_values(tp: Any) -> tuple[str, ...] | None:
@@ -285,6 +296,7 @@ def cli_options(cls: type, *, exclude: Sequence[str] = (), _path: tuple[str, ...
                                _base=None if default is dataclasses.MISSING else default)
             continue
         inner, optional = _strip_optional(tp)
+        inner = _list_or_str(inner)
         is_list = get_origin(inner) is list
         item = get_args(inner)[0] if is_list else inner
         lit = _literal_values(item)
@@ -299,7 +311,7 @@ def cli_options(cls: type, *, exclude: Sequence[str] = (), _path: tuple[str, ...
             name = f"{name}/--no-{name[2:]}"
         decls = (name, f.metadata["short"]) if "short" in f.metadata else (name,)
         if default is not dataclasses.MISSING and is_list:
-            default = list(default)
+            default = [default] if isinstance(default, str) else list(default)
         out.append(CliOption(path=path, param="__".join(path), decls=decls, annotation=annotation,
                              default=default, help=f.metadata.get("help", ""), choices=lit, is_list=is_list))
     return out

@@ -131,7 +131,7 @@ class _TrainFields(StageModel):
 TrainStageConfig = stage_model(
     TrainConfig, name="TrainStageConfig",
     include=("backbone", "num_train_epochs", "per_device_train_batch_size", "learning_rate", "lora_r", "max_length",
-             "meta", "precision", "seed"),
+             "meta", "precision", "seed", "report_to"),
     exclude=("meta.mode",), base=_TrainFields,
     doc="The PRM variants to train and how (see TrainConfig; `meta` holds CorrectionConfig's fields).",
 )

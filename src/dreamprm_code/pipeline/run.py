@@ -371,6 +371,7 @@ def run_pipeline(config: PipelineConfig, *, show_progress: bool = True) -> RunRe
     train_settings = config.train.model_dump(mode="json")
     train_settings.pop("variants")
     train_settings.pop("num_processes")  # how, not what
+    train_settings.pop("report_to")  # nor where it reports
     fallbacks: dict[str, str] = {}
     prm_problems = train_problems + meta_problems  # statements of the labels', meta and validation solutions
     for variant in config.train.variants:

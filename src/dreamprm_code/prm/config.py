@@ -21,7 +21,10 @@ Loss = Literal["bce", "mse"]
 Precision = Literal["fp32", "bf16"]
 #: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
 RESUMABLE_CHANGES = {"output_dir", "num_train_epochs", "frozen_epochs", "max_steps", "save_steps", "eval_each_epoch",
-                     "eval_batch_tokens"}
+                     "eval_batch_tokens", "report_to"}
+#: The experiment trackers ``report_to`` may name (accelerate's integrations) and the pip package each needs.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml",
+                    "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
 
 
 @dataclass
@@ -30,7 +33,7 @@ class TrainConfig:
 
     Names that mean what ``transformers.TrainingArguments``' do are spelled as there
     (``output_dir``, ``learning_rate``, ``num_train_epochs``, ``per_device_train_batch_size``,
-    ``save_steps``, ``max_steps``, ``warmup_steps``, ``weight_decay``); the names of earlier
+    ``save_steps``, ``max_steps``, ``warmup_steps``, ``weight_decay``, ``report_to``); the names of earlier
     releases (``__renamed__``) still work for one release, with a deprecation message.
     """
 
@@ -72,6 +75,9 @@ class TrainConfig:
     save_steps: int = option(50, help="save the resumable state every N optimizer steps (and each epoch end)")
     freeze_backbone: bool = option(False, help="frozen backbone: one pass per candidate caches step features, the head trains on them")
     frozen_epochs: int = option(20, help="head epochs with freeze_backbone (there an epoch is cheap; num_train_epochs is not used)")
+    report_to: list[str] | str = option(
+        "none", help=f"where metrics go besides train_log.jsonl: none, all (every installed one) or trackers "
+                     f"({', '.join(TRACKER_PACKAGES)}); repeat or comma-separate")
 
     def __post_init__(self) -> None:
         if isinstance(self.meta, dict):
@@ -91,6 +97,19 @@ class TrainConfig:
         for name, ok, what in checks:
             if not ok:
                 raise UserError(f"must be {what}, got {getattr(self, name)!r}", field=name)
+        trackers = self.trackers
+        unknown = [t for t in trackers if t not in (*TRACKER_PACKAGES, "all", "none")]
+        if unknown:
+            raise UserError(f"unknown tracker {unknown[0]!r} (one of none, all, {', '.join(TRACKER_PACKAGES)})",
+                            field="report_to")
+        if len(trackers) > 1 and ("none" in trackers or "all" in trackers):
+            raise UserError(f"'none' and 'all' stand alone, got {self.report_to!r}", field="report_to")
+
+    @property
+    def trackers(self) -> list[str]:
+        """``report_to`` as a list of names (``"none"`` and ``[]`` mean none, ``"all"`` every installed one)."""
+        names = self.report_to.split(",") if isinstance(self.report_to, str) else self.report_to
+        return [n.strip() for n in names if n.strip()]
 
     @property
     def correction(self) -> str:

@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dreamprm_code.errors import UserError
-from dreamprm_code.io import JsonlAppender, atomic_write_json
+from dreamprm_code.io import atomic_write_json
 from dreamprm_code.prm.checkpoint import save_prm
 from dreamprm_code.prm.data import (
     Example,
@@ -218,12 +218,15 @@ def train_frozen(config: TrainConfig, out: Path, labels: Sequence[StepLabel], me
     head trains for ``config.frozen_epochs`` epochs (``config.num_train_epochs`` is for the fine-tuning
     path, where an epoch costs a backbone pass per candidate). ``lora_r`` is not used.
     """
+    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from dreamprm_code.prm import train as tr
+    from dreamprm_code.prm.tracking import open_train_log, tracker_settings
 
     if config.frozen_epochs < 1:
         raise UserError(f"must be at least 1, got {config.frozen_epochs!r}", field="frozen_epochs")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracker_settings(config, out))  # its trackers
     set_seed(config.seed)
     prm, tokenizer = build_prm(config.backbone, lora_r=0, precision=config.precision, head_hidden=config.head_hidden)
     prm.backbone.requires_grad_(False)
@@ -238,14 +241,14 @@ def train_frozen(config: TrainConfig, out: Path, labels: Sequence[StepLabel], me
         "backbone": config.backbone, "backbone_path": prm.spec.get("backbone_path", ""),
         "precision": config.precision, "hidden_size": prm.head.in_features,
     })
-    log = JsonlAppender(out / "train_log.jsonl")
     extraction = extract_features(prm, [*data.train_ex, *data.val_ex, *data.meta_ex], store,
                                   batch_tokens=config.eval_batch_tokens, progress=progress)
-    log.append(extraction)
     model = CachedFeatureModel(prm.head, store, prm.pad_id)
     correction = tr.make_correction_for(config, labels, data.meta_ex, prm.pad_id)
     optimizer, scheduler = tr.make_optimizer(model, config)
     start = tr._resume(out, config, model, optimizer, scheduler, correction)  # type: ignore[arg-type]
+    log = open_train_log(out, config, accelerator, start[0])
+    log.append(extraction)
     if getattr(correction, "needs_features", False):  # the sweep moves every label from the first refresh
         tr._observe_all(model, data.train_ex, correction, config)
     atomic_write_json(out / "train_config.json", config.to_dict())

@@ -4,7 +4,8 @@ One readable loop (:func:`run_epochs`, which the frozen-backbone trainer shares)
 length-bucketed batches, soft-label BCE (or MSE),
 AdamW, gradient clipping, validation each epoch (step AUC, best-of-N on held-out problems),
 and a resumable state saved every ``save_steps`` steps. ``accelerate`` wraps model, optimizer
-and data loaders, so the same code runs on one CPU process or several GPUs. The correction
+and data loaders, so the same code runs on one CPU process or several GPUs, and its experiment
+trackers (``report_to``, :mod:`~dreamprm_code.prm.tracking`) get every log record. The correction
 contract is in docs/usage-prm.md ("Correction hook").
 """
 
@@ -39,6 +40,7 @@ from dreamprm_code.prm.data import (
 )
 from dreamprm_code.prm.model import ProcessRewardModel, build_prm, resolve_backbone
 from dreamprm_code.prm.score import aggregate, score_examples
+from dreamprm_code.prm.tracking import open_train_log, tracker_settings
 from dreamprm_code.progress import make_progress
 from dreamprm_code.records import Problem, Solution, StepLabel
 
@@ -188,7 +190,7 @@ def train_prm(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), **tracker_settings(config, out))
     set_seed(config.seed)
 
     # --- data and model ----------------------------------------------------------------------
@@ -212,8 +214,7 @@ def train_prm(
         _observe_all(prm, data.train_ex, correction, config, accelerator.device)
     model, _ = accelerator.prepare(prm, optimizer)
     atomic_write_json(out / "train_config.json", config.to_dict())
-    rank = accelerator.process_index
-    log = JsonlAppender(out / ("train_log.jsonl" if rank == 0 else f"train_log.rank{rank}.jsonl"))
+    log = open_train_log(out, config, accelerator, start[0])
 
     def save_model(step: int, epoch: int) -> None:
         if accelerator.is_main_process:
