@@ -222,7 +222,7 @@ def evaluate(out_dir: Path, eval_labels: Sequence[Any], problems: dict[str, Any]
     assert prm.prompt_format is not None
     examples = examples_from_labels(eval_labels, prm.prompt_format, problems)
     with torch.no_grad():
-        probs = score_examples(prm, examples, batch_tokens=4096)
+        probs = cached_probabilities(prm, examples, out_dir) or score_examples(prm, examples, batch_tokens=4096)
     per_problem: dict[str, dict[str, list]] = defaultdict(lambda: {"p": [], "y": [], "cands": []})
     for ex, ps in zip(examples, probs, strict=True):
         rec = per_problem[ex.problem_id]
@@ -232,6 +232,22 @@ def evaluate(out_dir: Path, eval_labels: Sequence[Any], problems: dict[str, Any]
         if final:
             rec["cands"].append((aggregate(ps, "min"), final[0] >= 0.5))
     return dict(per_problem)
+
+
+def cached_probabilities(prm: Any, examples: Sequence[Any], out_dir: Path) -> list[list[float]] | None:
+    """With a frozen backbone, the step probabilities from the features the run cached (the held-out
+    examples were extracted with the training ones); None when a step is not in the cache."""
+    from dreamprm_code.prm.frozen import FEATURES_DIR, FINGERPRINT, FeatureStore, sequence_key
+
+    root = out_dir / FEATURES_DIR
+    if not (root / FINGERPRINT).exists():
+        return None
+    store = FeatureStore(root, json.loads((root / FINGERPRINT).read_text()))
+    try:
+        rows = [[store.index[(sequence_key(ex.input_ids), pos)] for pos in ex.step_token_index] for ex in examples]
+    except KeyError:
+        return None
+    return [torch.sigmoid(prm.head(store.matrix[r])).tolist() for r in rows]
 
 
 def run_one(
@@ -248,6 +264,9 @@ def run_one(
     out = args.workdir / f"{mode}-s{seed}"
     if out.exists():
         shutil.rmtree(out)  # a leftover directory would make train_prm resume
+    cache = args.workdir / "features-cache"
+    if args.frozen_epochs > 0 and cache.exists():  # the backbone pass is the same for every mode and seed
+        shutil.copytree(cache, out / "features")
     meta = {"mode": mode, **{k: v for k, v in (("refresh", args.refresh), ("meta_lr", args.meta_lr),
                                                 ("scope", args.scope)) if v is not None}}
     for item in args.meta_set:  # KEY=VALUE, a JSON value (or a bare string)
@@ -271,9 +290,13 @@ def run_one(
         frozen_epochs=max(1, args.frozen_epochs),
     )
     t0 = time.perf_counter()
-    train_prm(config, train_labels, meta_sols, eval_set=[], problems=problems, progress=False)
+    # the held-out labels as the validation set: a frozen run caches their features with the rest
+    train_prm(config, train_labels, meta_sols, eval_set=eval_labels if args.frozen_epochs > 0 else [],
+              problems=problems, progress=False)
     t_train = time.perf_counter() - t0
     gc.collect()
+    if args.frozen_epochs > 0 and not cache.exists():
+        shutil.copytree(out / "features", cache)
     corrected = {r["key"]: r["corrected"] for r in json.loads((out / "corrected_labels.json").read_text())}
     summary = json.loads((out / "correction.json").read_text()) if (out / "correction.json").exists() else {}
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line.strip()]
@@ -429,7 +452,9 @@ def main() -> None:
                     help="> 0: frozen backbone (features cached once), the head trained this many epochs")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/meta-correction-experiment"))
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/meta-correction-experiment"),
+                    help="checkpoints, and with --frozen-epochs the step features every run reuses "
+                    "(features-cache/; a cache made by another backbone is refused)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -467,7 +492,8 @@ def main() -> None:
     )
     noise_what = f"{args.few}-rollout re-draws" if args.few else f"{args.noise:.0%} of labels flipped"
     print(
-        f"noisy input: {noise_what}; PRM {args.backbone} LoRA r=8, {args.epochs} epoch(s), batch {args.batch}, "
+        f"noisy input: {noise_what}; PRM {args.backbone} "
+        f"{f'frozen, head {args.frozen_epochs} epochs' if args.frozen_epochs > 0 else f'LoRA r=8, {args.epochs} epoch(s)'}, batch {args.batch}, "
         f"max_length {args.max_length}, lr {args.lr}; correction: the library's defaults"
         f"{'' if args.refresh is None else f', refresh {args.refresh}'}{'' if args.meta_lr is None else f', meta_lr {args.meta_lr}'}; "
         f"seeds {args.seeds}",
