@@ -431,6 +431,9 @@ def main() -> None:
     ap.add_argument("--split-seed", dest="split_seed", type=int, default=0)
     ap.add_argument("--train-problems", dest="train_problems", type=int, default=20)
     ap.add_argument("--meta-problems", dest="meta_problems", type=int, default=30)
+    ap.add_argument("--meta-from", dest="meta_from", choices=("other-problems", "same-problems"),
+                    default="other-problems", help="the meta set: the meta problems' candidates, or the "
+                    "training problems' candidates that are not training candidates")
     ap.add_argument("--eval-problems", dest="eval_problems", type=int, default=25)
     ap.add_argument(
         "--per-problem", dest="per_problem", type=int, default=3, help="training candidates per problem"
@@ -479,7 +482,10 @@ def main() -> None:
     }
     train_ref = [lab for lab in reference if lab.solution_id in train_sols]
     eval_ref = [lab for lab in reference if lab.solution_id in eval_sols]
-    meta_sols = [s for s in sols if s.problem_id in me]
+    if args.meta_from == "same-problems":  # the training problems' other candidates, with their verdicts
+        meta_sols = [s for s in sols if s.problem_id in tr and s.id not in train_sols]
+    else:
+        meta_sols = [s for s in sols if s.problem_id in me]
     ref_of = {lab.key: float(lab.mc_value >= 0.5) if not args.few else lab.mc_value for lab in train_ref}
     n_pos = sum(v >= 0.5 for v in ref_of.values())
     print(

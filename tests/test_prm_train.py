@@ -162,10 +162,15 @@ def test_label_correction_hook_runs_and_saves_labels(backbone, tmp_path):
     assert summary["refreshes"] == 3 and summary["outer_steps"] == 2  # the first batch has no v yet
 
 
-def test_meta_set_overlapping_training_problems_is_refused(backbone, tmp_path):
+def test_meta_set_may_share_problems_but_not_solutions(backbone, tmp_path):
     cfg = _config(backbone, tmp_path / "x", meta={"mode": "labels"})
-    with pytest.raises(UserError, match="apart"):
+    with pytest.raises(UserError, match="also training solutions") as exc:
         train_prm(cfg, _labels(["t0"]), meta_set=_solutions(["t0"]), progress=False)
+    assert exc.value.field == "meta"
+    others = [s for s in _solutions(["t0", "t1"], per=6) if s.sample_index >= 4]  # not labelled
+    cfg = _config(backbone, tmp_path / "y", num_train_epochs=1, meta={"mode": "labels", "refresh": 1, "batch_size": 4})
+    out = train_prm(cfg, _labels(["t0", "t1"]), meta_set=others, problems=_problems(["t0", "t1"]), progress=False)
+    assert json.loads((out / "correction.json").read_text())["refreshes"] > 0
 
 
 def test_config_validation():

@@ -19,7 +19,7 @@ def train_command(
     config: TrainConfig,
     labels: Path = typer.Option(..., "--labels", help="step labels JSONL (from `dreamprm-code label`)"),
     problems: str = typer.Option(..., "--problems", help="problem source for statements: apps[:PATH], leetcode[:PATH], a JSONL, ..."),
-    meta: Path | None = typer.Option(None, "--meta", help="meta set: solutions JSONL with verdicts, problems apart from --labels"),
+    meta: Path | None = typer.Option(None, "--meta", help="meta set: solutions JSONL with verdicts (not the labelled solutions themselves)"),
     eval_labels: Path | None = typer.Option(None, "--eval-labels", help="held-out labels JSONL (default: hold out --val-fraction of problems)"),
 ) -> None:
     """Train a process reward model on Monte-Carlo step labels (with label correction)."""

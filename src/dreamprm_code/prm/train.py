@@ -255,15 +255,18 @@ def split_inputs(config: TrainConfig, labels: Sequence[StepLabel], meta_set: Seq
                  eval_set: Sequence[StepLabel] | Sequence[Solution] | None
                  ) -> tuple[Sequence[StepLabel], Sequence[StepLabel] | Sequence[Solution]]:
     """The training labels and the validation set (``val_fraction`` of the labels' problems when
-    none is given); a meta set sharing a problem with the training labels is refused."""
+    none is given). A meta solution must not be a labelled training solution (by id); other
+    solutions of the training problems may be in the meta set (their verdicts are clean)."""
     if not labels:
         raise UserError("no training labels", field="labels")
     if eval_set is None:
         held = held_out([lab.problem_id for lab in labels], config.val_fraction, config.seed)
         eval_set = [lab for lab in labels if lab.problem_id in held]
         labels = [lab for lab in labels if lab.problem_id not in held]
-    if {s.problem_id for s in meta_set or []} & {lab.problem_id for lab in labels}:
-        raise UserError("the meta set must hold problems apart from the training labels", field="meta")
+    shared = sorted({s.id for s in meta_set or []} & {lab.solution_id for lab in labels})
+    if shared:
+        raise UserError(f"{len(shared)} meta-set solution(s) are also training solutions (first: {shared[0]!r}); "
+                        "the meta set must hold other solutions", field="meta")
     return labels, eval_set
 
 
