@@ -82,6 +82,28 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float) -> Any:
     return lambda xb: torch.sigmoid(((xb - mu) / sd) @ w + b).detach()
 
 
+def out_of_fold(x: torch.Tensor, y: torch.Tensor, pids: list[str], l2: float) -> torch.Tensor:
+    """Scores of a probe trained on the labels of the other problems (5 folds by problem)."""
+    problems = sorted(set(pids))
+    score = torch.zeros(len(y))
+    for k in range(5):
+        hold = set(problems[k::5])
+        a = [i for i, p in enumerate(pids) if p not in hold]
+        b = [i for i, p in enumerate(pids) if p in hold]
+        score[b] = fit_probe(x[a], y[a], l2)(x[b])
+    return score
+
+
+def noise_draws(ref: np.ndarray, noise: float, seeds: int) -> list[np.ndarray]:
+    """Noisy copies of 0/1 labels: a seeded ``noise`` share flipped per seed, as in the experiment."""
+    draws = []
+    for seed in range(seeds):
+        rng = random.Random(10_000 + seed)
+        flip = set(rng.sample(range(len(ref)), round(noise * len(ref))))
+        draws.append(np.array([1 - ref[i] if i in flip else ref[i] for i in range(len(ref))]))
+    return draws
+
+
 def best_recovery(score: np.ndarray, noisy: np.ndarray, ref: np.ndarray, max_broken: float) -> tuple[float, float]:
     """Most flipped labels put back by a two-threshold rule with clean broken <= max_broken."""
     flipped = noisy != ref
@@ -152,32 +174,18 @@ def main() -> None:
           f"{ref[open_].mean():.0%} positive), meta {len(meta_sols)} solutions, same-problem {len(same_sols)}; backbone {args.backbone}, "
           f"features {extraction['seconds']:.0f} s", flush=True)
 
-    probs = sorted(set(pids))
     y = torch.tensor(ref, dtype=torch.float32)
-
-    def out_of_fold(l2: float) -> torch.Tensor:
-        oof = torch.zeros(len(targets))
-        for k in range(5):
-            hold = set(probs[k::5])
-            a = [i for i, p in enumerate(pids) if p not in hold]
-            b = [i for i, p in enumerate(pids) if p in hold]
-            oof[b] = fit_probe(x[a], y[a], l2)(x[b])
-        return oof
 
     def verdict_probe(xv: torch.Tensor, tv: list[float], l2: float) -> torch.Tensor:
         return fit_probe(xv, torch.tensor([float(t >= 0.5) for t in tv]), l2)(x)
 
     probes = {
-        "oracle probe (clean labels, out of fold)": out_of_fold,
+        "oracle probe (clean labels, out of fold)": lambda l2: out_of_fold(x, y, pids, l2),
         "meta probe (meta-set verdicts, other problems)": lambda l2: verdict_probe(xm, tm, l2),
         "same-problem probe (other candidates' verdicts)": lambda l2: verdict_probe(xs, ts, l2),
     }
     r = ref[open_]
-    draws = []
-    for seed in range(args.seeds):  # a seeded draw of --noise of the non-final labels, as in the experiment
-        rng = random.Random(10_000 + seed)
-        flip = set(rng.sample(range(len(r)), round(args.noise * len(r))))
-        draws.append(np.array([1 - r[i] if i in flip else r[i] for i in range(len(r))]))
+    draws = noise_draws(r, args.noise, args.seeds)
     results: dict[str, Any] = {"backbone": args.backbone, "non_final_labels": int(open_.sum()), "probes": {}}
     lines = []
     for name, probe in probes.items():
