@@ -212,7 +212,8 @@ def pick_per_problem(items: Sequence[Any], key: str, cap: int, seed: int) -> lis
 # --- one run --------------------------------------------------------------------------------
 
 
-def evaluate(out_dir: Path, eval_labels: Sequence[Any], problems: dict[str, Any]) -> dict[str, Any]:
+def evaluate(out_dir: Path, eval_labels: Sequence[Any], problems: dict[str, Any],
+             features: Path | None = None) -> dict[str, Any]:
     """Per eval problem: step probabilities vs reference labels, and the best-of-N pick's verdict."""
     from dreamprm_code.prm.checkpoint import load_prm
     from dreamprm_code.prm.data import examples_from_labels
@@ -222,7 +223,7 @@ def evaluate(out_dir: Path, eval_labels: Sequence[Any], problems: dict[str, Any]
     assert prm.prompt_format is not None
     examples = examples_from_labels(eval_labels, prm.prompt_format, problems)
     with torch.no_grad():
-        probs = cached_probabilities(prm, examples, out_dir) or score_examples(prm, examples, batch_tokens=4096)
+        probs = cached_probabilities(prm, examples, features) or score_examples(prm, examples, batch_tokens=4096)
     per_problem: dict[str, dict[str, list]] = defaultdict(lambda: {"p": [], "y": [], "cands": []})
     for ex, ps in zip(examples, probs, strict=True):
         rec = per_problem[ex.problem_id]
@@ -234,13 +235,12 @@ def evaluate(out_dir: Path, eval_labels: Sequence[Any], problems: dict[str, Any]
     return dict(per_problem)
 
 
-def cached_probabilities(prm: Any, examples: Sequence[Any], out_dir: Path) -> list[list[float]] | None:
-    """With a frozen backbone, the step probabilities from the features the run cached (the held-out
-    examples were extracted with the training ones); None when a step is not in the cache."""
-    from dreamprm_code.prm.frozen import FEATURES_DIR, FINGERPRINT, FeatureStore, sequence_key
+def cached_probabilities(prm: Any, examples: Sequence[Any], root: Path | None) -> list[list[float]] | None:
+    """With a frozen backbone, the step probabilities from the feature cache ``root`` (the held-out
+    examples were extracted with the training ones); None when a step is not in it."""
+    from dreamprm_code.prm.frozen import FINGERPRINT, FeatureStore, sequence_key
 
-    root = out_dir / FEATURES_DIR
-    if not (root / FINGERPRINT).exists():
+    if root is None or not (root / FINGERPRINT).exists():
         return None
     store = FeatureStore(root, json.loads((root / FINGERPRINT).read_text()))
     try:
@@ -264,9 +264,8 @@ def run_one(
     out = args.workdir / f"{mode}-s{seed}"
     if out.exists():
         shutil.rmtree(out)  # a leftover directory would make train_prm resume
-    cache = args.workdir / "features-cache"
-    if args.frozen_epochs > 0 and cache.exists():  # the backbone pass is the same for every mode and seed
-        shutil.copytree(cache, out / "features")
+    # frozen: the backbone pass is the same for every mode and seed, so one cache serves them all
+    features = args.workdir / "features-cache" if args.frozen_epochs > 0 else None
     meta = {"mode": mode, **{k: v for k, v in (("refresh", args.refresh), ("meta_lr", args.meta_lr),
                                                 ("scope", args.scope)) if v is not None}}
     for item in args.meta_set:  # KEY=VALUE, a JSON value (or a bare string)
@@ -288,6 +287,7 @@ def run_one(
         save_steps=10_000,
         freeze_backbone=args.frozen_epochs > 0,
         frozen_epochs=max(1, args.frozen_epochs),
+        feature_cache=str(features or ""),
     )
     t0 = time.perf_counter()
     # the held-out labels as the validation set: a frozen run caches their features with the rest
@@ -295,12 +295,10 @@ def run_one(
               problems=problems, progress=False)
     t_train = time.perf_counter() - t0
     gc.collect()
-    if args.frozen_epochs > 0 and not cache.exists():
-        shutil.copytree(out / "features", cache)
     corrected = {r["key"]: r["corrected"] for r in json.loads((out / "corrected_labels.json").read_text())}
     summary = json.loads((out / "correction.json").read_text()) if (out / "correction.json").exists() else {}
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    per_problem = evaluate(out, eval_labels, problems)
+    per_problem = evaluate(out, eval_labels, problems, features)
     return {
         "mode": mode,
         "seed": seed,

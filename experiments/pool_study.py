@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -100,11 +99,9 @@ def unique_candidates(solutions: list[Any]) -> list[Any]:
 def train_variant(name: str, args: argparse.Namespace, labels: list[Any], meta: list[Any], problems: list[Any]) -> Path:
     outcome_only, mode = VARIANTS[name]
     out = args.out / "models" / name
-    first = args.out / "models" / "PRM" / FEATURES_DIR
-    if name != "PRM" and first.is_dir() and not (out / FEATURES_DIR).exists():
-        shutil.copytree(first, out / FEATURES_DIR)  # the same backbone features: extract once
     config = TrainConfig(
         backbone=args.backbone, output_dir=str(out), freeze_backbone=True, frozen_epochs=args.frozen_epochs,
+        feature_cache=str(args.out / "models" / "PRM" / FEATURES_DIR),  # the same backbone features: extract once
         learning_rate=args.lr, per_device_train_batch_size=args.batch_size, max_length=args.max_length, outcome_only=outcome_only, seed=args.seed,
         meta=CorrectionConfig(mode=mode),
     )

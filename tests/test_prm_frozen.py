@@ -91,6 +91,18 @@ def test_frozen_resume_equals_uninterrupted_and_reuses_the_cache(backbone, tmp_p
         train_prm(_frozen(backbone, part, max_steps=8, learning_rate=1e-4), labels, problems=problems, progress=False)
 
 
+def test_runs_sharing_a_feature_cache_extract_once(backbone, tmp_path):
+    ids = [f"t{i}" for i in range(3)]
+    labels, problems = _labels(ids), _problems(ids)
+    cache = tmp_path / "shared"
+    for name in ("a", "b"):
+        train_prm(_frozen(backbone, tmp_path / name, max_steps=2, feature_cache=str(cache)), labels,
+                  problems=problems, progress=False)
+    assert [r["sequences"] for r in _log(tmp_path / "a") if r.get("phase") == "features"] == [12]
+    assert [r["sequences"] for r in _log(tmp_path / "b") if r.get("phase") == "features"] == [0]
+    assert (cache / "fingerprint.json").exists() and not (tmp_path / "b" / "features").exists()
+
+
 def test_feature_cache_survives_a_lost_shard_and_refuses_another_backbone(backbone, tmp_path):
     prm, tok = build_prm(backbone, lora_r=0)
     fmt = prm.attach_format(tok, 256)

@@ -21,7 +21,7 @@ Loss = Literal["bce", "mse"]
 Precision = Literal["fp32", "bf16"]
 #: Settings a resumed run may change (how long to go on, how often to save); the rest must match.
 RESUMABLE_CHANGES = {"output_dir", "num_train_epochs", "frozen_epochs", "max_steps", "save_steps", "eval_each_epoch",
-                     "eval_batch_tokens", "report_to"}
+                     "eval_batch_tokens", "report_to", "feature_cache"}
 #: The experiment trackers ``report_to`` may name (accelerate's integrations) and the pip package each needs.
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml",
                     "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
@@ -75,6 +75,8 @@ class TrainConfig:
     save_steps: int = option(50, help="save the resumable state every N optimizer steps (and each epoch end)")
     freeze_backbone: bool = option(False, help="frozen backbone: one pass per candidate caches step features, the head trains on them")
     frozen_epochs: int = option(20, help="head epochs with freeze_backbone (there an epoch is cheap; num_train_epochs is not used)")
+    feature_cache: str = option("", help="freeze_backbone: a step-feature directory shared by runs on the same backbone, "
+                                         "one run at a time (default: OUTPUT_DIR/features)")
     report_to: list[str] | str = option(
         "none", help=f"where metrics go besides train_log.jsonl: none, all (every installed one) or trackers "
                      f"({', '.join(TRACKER_PACKAGES)}); repeat or comma-separate")

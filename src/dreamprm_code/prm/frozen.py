@@ -9,7 +9,8 @@ looks each step of a ``StepBatch`` up instead of running the backbone, so the tr
 unchanged. There the head is all of theta, so the correction's sweep over every label's cached
 features is the exact head hypergradient, and each label is touched at every refresh.
 
-The cache lives in ``OUT/features/``: ``fingerprint.json`` (which backbone made it) and shards
+The cache lives in ``OUT/features/`` (or ``feature_cache``, shared by runs one after another):
+``fingerprint.json`` (which backbone made it) and shards
 ``shard-NNNNN.safetensors``, each written to a temporary file and renamed, so a killed run keeps
 every finished shard and extracts only what is missing. Rows are keyed by the sequence's token
 ids (a hash) and the token position, so the training, validation and meta examples share them.
@@ -237,7 +238,7 @@ def train_frozen(config: TrainConfig, out: Path, labels: Sequence[StepLabel], me
     data = tr.encode_inputs(config, fmt, labels, meta_set, eval_set, problems)
     data.card["backbone"] = "frozen (features cached once, head trained)"
 
-    store = FeatureStore(out / FEATURES_DIR, {
+    store = FeatureStore(Path(config.feature_cache) if config.feature_cache else out / FEATURES_DIR, {
         "backbone": config.backbone, "backbone_path": prm.spec.get("backbone_path", ""),
         "precision": config.precision, "hidden_size": prm.head.in_features,
     })
