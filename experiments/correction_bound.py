@@ -48,6 +48,18 @@ from dreamprm_code.prm.train import step_auc  # noqa: E402
 from meta_correction_experiment import DATA, load_inputs, pick_per_problem, split_problems  # noqa: E402
 
 
+def bound_data(pool: Path, train_problems: int, meta_problems: int, per_problem: int, split_seed: int) -> tuple:
+    """The experiment's data: (problems, training problem ids, training candidate ids, their reference
+    labels, the meta set (other problems), the training problems' other candidates, a description)."""
+    problems, sols, reference, what = load_inputs(argparse.Namespace(labels=None, pool=pool, few=0))
+    tr, me, _ = split_problems([s.problem_id for s in sols], (train_problems, meta_problems, 0), split_seed)
+    train_ids = {s.id for s in pick_per_problem([s for s in sols if s.problem_id in tr], "problem_id", per_problem, 0)}
+    train_ref = [lab for lab in reference if lab.solution_id in train_ids]
+    meta_sols = [s for s in sols if s.problem_id in me]
+    same_sols = [s for s in sols if s.problem_id in tr and s.id not in train_ids]
+    return problems, tr, train_ids, train_ref, meta_sols, same_sols, what
+
+
 def feature_rows(examples: list[Any], store: FeatureStore) -> tuple[torch.Tensor, list[float], list[bool], list[str]]:
     """Features, targets, final flags and problem ids of every scored step, in example order."""
     feats, targets, final, pids = [], [], [], []
@@ -147,15 +159,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    args.labels, args.few = None, 0
-    problems, sols, reference, what = load_inputs(args)
-    tr, me, _ = split_problems([s.problem_id for s in sols], (args.train_problems, args.meta_problems, 0),
-                               args.split_seed)
-    train_ids = {s.id for s in pick_per_problem([s for s in sols if s.problem_id in tr], "problem_id",
-                                                args.per_problem, 0)}
-    train_ref = [lab for lab in reference if lab.solution_id in train_ids]
-    meta_sols = [s for s in sols if s.problem_id in me]
-    same_sols = [s for s in sols if s.problem_id in tr and s.id not in train_ids]
+    problems, tr, train_ids, train_ref, meta_sols, same_sols, what = bound_data(
+        args.pool, args.train_problems, args.meta_problems, args.per_problem, args.split_seed)
 
     prm, tokenizer = build_prm(args.backbone, lora_r=0)
     fmt = prm.attach_format(tokenizer, args.max_length, 0)

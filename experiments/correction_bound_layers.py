@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from correction_bound import best_recovery, fit_probe, noise_draws, out_of_fold  # noqa: E402
+from correction_bound import best_recovery, bound_data, fit_probe, noise_draws, out_of_fold  # noqa: E402
 from dreamprm_code.prm.data import examples_from_labels, examples_from_solutions  # noqa: E402
 from dreamprm_code.prm.model import build_prm  # noqa: E402
 from dreamprm_code.prm.train import step_auc  # noqa: E402
-from meta_correction_experiment import DATA, load_inputs, pick_per_problem, split_problems  # noqa: E402
+from meta_correction_experiment import DATA  # noqa: E402
 
 
 def layer_features(prm: Any, examples: list[Any]) -> tuple[torch.Tensor, list[float], list[bool], list[str]]:
@@ -47,13 +47,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = argparse.Namespace(labels=None, pool=DATA / "pools" / "humaneval-mapcoder", few=0, noise=0.3)
-    problems, sols, reference, _ = load_inputs(data)
-    tr, me, _ = split_problems([s.problem_id for s in sols], (20, 30, 0), 0)
-    train_ids = {s.id for s in pick_per_problem([s for s in sols if s.problem_id in tr], "problem_id", 3, 0)}
-    train_ref = [lab for lab in reference if lab.solution_id in train_ids]
-    meta = [s for s in sols if s.problem_id in me]
-    same = [s for s in sols if s.problem_id in tr and s.id not in train_ids]
+    problems, _, _, train_ref, meta, same, _ = bound_data(DATA / "pools" / "humaneval-mapcoder", 20, 30, 3, 0)
     prm, tokenizer = build_prm(args.backbone, lora_r=0)
     prm.eval()
     fmt = prm.attach_format(tokenizer, 256, 0)
